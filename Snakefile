@@ -1,0 +1,17 @@
+# sciformer: one reproducible pipeline per domain on a shared transformer core.
+#   snakemake -c2 molecules        # one domain (prepare -> pretrain -> train -> evaluate -> predict -> report)
+#   snakemake -c2 all              # every domain
+#   snakemake --report report.html # HTML report with plots and metrics tables
+# Settings: workflows/config.yaml (validated against workflows/schemas/config.schema.yaml); profiles/.
+
+configfile: "workflows/config.yaml"
+
+
+include: "workflows/common.smk"
+include: "workflows/molecules.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.molecules.input,

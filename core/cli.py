@@ -1,0 +1,92 @@
+"""The `sciformer` command line. Every domain is reached through the registry (entry points)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from core import domain as registry
+from core.errors import UserError
+
+log = logging.getLogger("sciformer")
+
+
+def _common(p: argparse.ArgumentParser, needs_domain: bool = True) -> None:
+    if needs_domain:
+        p.add_argument("-d", "--domain", required=True, choices=registry.domain_names(), help="domain name")
+    p.add_argument("--config", help="YAML file overriding the domain's defaults")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set train.lr=1e-3 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sciformer", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("list", help="registered domains, their stages and the attention backends")
+    sub.add_parser("doctor", help="check every design-card package imports and works; device, threads, Triton")
+
+    p = sub.add_parser("validate", help="check a config (and optionally a prediction input) without running")
+    _common(p)
+    p.add_argument("-i", "--input", type=Path, help="an input file for `predict` to check as well")
+    p.add_argument("--model", type=Path, help="run directory the input would be predicted with")
+
+    p = sub.add_parser("prepare", help="prepare (clean, featurize, split) the domain's data")
+    _common(p)
+    p.add_argument("-o", "--output", type=Path, required=True, help="directory for the prepared data")
+
+    p = sub.add_parser("train", help="train one stage (an ensemble of seeds for the final stage)")
+    _common(p)
+    p.add_argument("-i", "--input", type=Path, required=True, help="prepared data directory")
+    p.add_argument("-o", "--output", type=Path, required=True, help="run directory to write")
+    p.add_argument("--stage", help="training stage (default: the domain's last stage, e.g. fine-tuning)")
+    p.add_argument("--init", type=Path, help="run directory whose weights initialize the model (e.g. pretraining)")
+
+    p = sub.add_parser("evaluate", help="model vs baselines on the prepared test split")
+    _common(p)
+    p.add_argument("-i", "--input", type=Path, required=True, help="prepared data directory")
+    p.add_argument("--model", type=Path, required=True, help="trained run directory")
+    p.add_argument("-o", "--output", type=Path, required=True, help="metrics JSON to write")
+    p.add_argument("--predictions", type=Path, help="per-sample test predictions (default: beside -o)")
+
+    p = sub.add_parser("predict", help="batch prediction on a new CSV/Parquet file, streamed in chunks")
+    _common(p)
+    p.add_argument("-i", "--input", type=Path, required=True, help="input .csv or .parquet")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output .csv or .parquet")
+    p.add_argument("--model", type=Path, required=True, help="trained run directory")
+    p.add_argument("--on-invalid", default="mark", choices=["mark", "skip", "error"],
+                   help="rows the model cannot read: mark them in `status` (default), drop them, or stop")
+    p.add_argument("--chunk-size", type=int, default=10_000, help="rows per streamed chunk")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+    p = sub.add_parser("report", help="plots and the metrics table from an evaluate output")
+    _common(p)
+    p.add_argument("-i", "--input", type=Path, required=True, help="metrics JSON written by `evaluate`")
+    p.add_argument("-o", "--output", type=Path, required=True, help="directory for the report files")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        level = logging.ERROR if args.quiet else (logging.DEBUG if args.verbose > 1 else
+                                                   logging.INFO if args.verbose else logging.WARNING)
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+        from core import commands  # heavy imports (torch, pandas) only after argument parsing
+        return getattr(commands, f"cmd_{args.command}")(args) or 0
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; outputs are written atomically, so nothing half-written was left", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Implementations of the CLI commands (kept apart from argument parsing so `--help` stays fast)."""
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from core import domain as registry
+from core.errors import UserError
+from core.io import atomic_path, read_json, write_json
+
+log = logging.getLogger("sciformer")
+
+
+def _domain_and_config(args: argparse.Namespace):
+    dom = registry.get_domain(args.domain)
+    return dom, dom.config(args.config, args.set)
+
+
+def _progress(args, cfg) -> bool:
+    return bool(cfg.get("train.progress", True)) and not args.quiet
+
+
+def cmd_list(args) -> int:
+    from core.attention import available_attention
+    print("domains:")
+    for dom in registry.iter_domains():
+        print(f"  {dom.name:<12} stages: {' -> '.join(dom.stages):<18} {dom.description}")
+    for name, why in registry.broken_domains().items():
+        print(f"  {name:<12} FAILED TO LOAD: {why}")
+    print("attention backends (encoder.attention):")
+    for name, backend in available_attention().items():
+        print(f"  {name:<17} {backend.kind:<8} devices: {','.join(backend.devices):<9} {backend.description}")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from core.doctor import run_doctor
+    return run_doctor()
+
+
+def cmd_validate(args) -> int:
+    dom, cfg = _domain_and_config(args)
+    print(f"config OK for domain {dom.name} (sources: {', '.join(cfg.sources)})")
+    if args.input:
+        from core.checkpoint import load_meta
+        from core.predict import read_header
+        from core.runs import check_domain, member_dirs
+        if not args.model:
+            raise UserError("validate -i needs --model: an input is checked against what a model expects")
+        check_domain(args.model, dom)
+        meta = load_meta(member_dirs(args.model)[0])
+        dom.validate_input(args.input, read_header(args.input), meta["task"])
+        print(f"input OK: {args.input} has the columns model {args.model} needs")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    dom, cfg = _domain_and_config(args)
+    args.output.mkdir(parents=True, exist_ok=True)
+    hashes = dom.prepare(cfg, args.output)
+    write_json(args.output / "resolved_config.json", cfg.resolved(hashes))
+    print(f"prepared {dom.name} data in {args.output}")
+    return 0
+
+
+def _prepared_hashes(prepared: Path) -> dict[str, str]:
+    f = prepared / "resolved_config.json"
+    if not f.exists():
+        raise UserError(f"{prepared}: not a prepared data directory (no resolved_config.json); "
+                        f"run `sciformer prepare -o {prepared}` first")
+    return read_json(f).get("data_hashes", {})
+
+
+def cmd_train(args) -> int:
+    from core.runs import RUN_FILE
+    from core.train import fit
+    dom, cfg = _domain_and_config(args)
+    stage = args.stage or dom.stages[-1]
+    if stage not in dom.stages:
+        raise UserError(f"--stage {stage!r} is not a stage of {dom.name}; choose one of {', '.join(dom.stages)}")
+    hashes = _prepared_hashes(args.input)
+    if args.init and not args.init.exists():
+        raise UserError(f"--init {args.init}: no such run directory; train the earlier stage first")
+    # only the final stage is an ensemble: pretraining once is enough to initialize every member
+    n_members = int(cfg["train.ensemble"]) if stage == dom.stages[-1] else 1
+    # a domain section named after the stage may override train.* for it, e.g. pretrain.train.epochs
+    train_cfg = {**cfg["train"], **(cfg.get(f"{stage}.train") or {})}
+    train_cfg["progress"] = _progress(args, cfg)
+    resolved = cfg.resolved(hashes)
+    members = []
+    for k in range(n_members):
+        member = args.output / f"member_{k}"
+        members.append(member.name)
+        if (member / "meta.json").exists() and not (member / "resume.json").exists() \
+                and "train_seconds" in read_json(member / "meta.json"):
+            log.info("%s already trained; skipping", member)
+            continue
+        seed = int(cfg["seed"]) + k
+        task = dom.build_task(cfg, args.input, stage, args.init, seed)
+        fit(task, train_cfg, member, seed, extra_meta={"domain": dom.name, "stage": stage, "resolved": resolved})
+    write_json(args.output / RUN_FILE, {"domain": dom.name, "stage": stage, "members": members,
+                                        "init": str(args.init) if args.init else None, "resolved": resolved})
+    print(f"trained {dom.name}/{stage}: {n_members} member(s) in {args.output}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from core.runs import load_members
+    from core.train import pick_device
+    dom, cfg = _domain_and_config(args)
+    hashes = _prepared_hashes(args.input)
+    members = load_members(dom, args.model, pick_device(cfg["train.device"]))
+    rows, predictions = dom.evaluate(cfg, args.input, members)
+    pred_path = args.predictions or args.output.with_name(args.output.stem + "_predictions.csv")
+    with atomic_path(pred_path) as tmp:
+        predictions.to_csv(tmp, index=False)
+    write_json(args.output, {"rows": rows, "predictions": str(pred_path), "resolved": cfg.resolved(hashes)})
+    print(format_table(rows))
+    return 0
+
+
+def format_table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no metrics)"
+    frame = pd.DataFrame(rows)
+    keys = [c for c in ("task", "dataset", "split", "metric") if c in frame]
+    pivot = frame.pivot_table(index="method", columns=keys, values="value", aggfunc="first")
+    return pivot.to_string(float_format=lambda v: f"{v:.4g}")
+
+
+def cmd_predict(args) -> int:
+    from core.predict import predict_file
+    dom, cfg = _domain_and_config(args)
+    stats = predict_file(dom, args.model, args.input, args.output, chunk_size=args.chunk_size,
+                         on_invalid=args.on_invalid, device=args.device, threads=int(cfg["train.threads"]),
+                         progress=not args.quiet)
+    print(f"wrote {stats['rows_out']} of {stats['rows_in']} rows to {args.output}; status: "
+          + ", ".join(f"{k}={v}" for k, v in sorted(stats["status"].items())))
+    return 0
+
+
+def cmd_report(args) -> int:
+    dom, cfg = _domain_and_config(args)
+    if not args.input.exists():
+        raise UserError(f"{args.input}: metrics file not found; run `sciformer evaluate -o {args.input}` first")
+    metrics = read_json(args.input)
+    rows = metrics["rows"]
+    args.output.mkdir(parents=True, exist_ok=True)
+    predictions = pd.read_csv(metrics["predictions"])
+    figures = dom.report_figures(predictions, rows, args.output)
+    table = pd.DataFrame(rows)
+    with atomic_path(args.output / "metrics.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(args.output / "metrics.html") as tmp:
+        tmp.write_text(_html_page(dom.name, format_table(rows), table, metrics["resolved"], figures))
+    print(f"report for {dom.name} in {args.output}: metrics.html, metrics.csv"
+          + "".join(f", {f.name}" for f in figures))
+    return 0
+
+
+def _html_page(name: str, pivot: str, table: pd.DataFrame, resolved: dict, figures: list[Path]) -> str:
+    imgs = "".join(f'<p><img src="{html.escape(f.name)}" style="max-width:640px"></p>' for f in figures)
+    return (f"<html><head><meta charset='utf-8'><title>sciformer {name}</title></head><body>"
+            f"<h1>sciformer: {html.escape(name)}</h1><h2>Model vs baselines (same test split)</h2>"
+            f"<pre>{html.escape(pivot)}</pre>{imgs}<h2>All rows</h2>{table.to_html(index=False)}"
+            f"<h2>Resolved configuration, versions, data hashes</h2>"
+            f"<pre>{html.escape(json.dumps(resolved, indent=2))}</pre></body></html>")
+

@@ -1,0 +1,186 @@
+"""Configuration: core defaults <- domain config.yaml <- user file <- `--set key=value`, validated as a whole.
+
+Every problem is reported at once with its key path and what was expected, before any data or model loads.
+The result is a frozen `Config`, written beside every output with versions and input data hashes.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+
+from core.errors import ConfigError, UserError
+from core.io import versions
+
+_HERE = Path(__file__).parent
+
+
+def _freeze(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in obj.items()})
+    if isinstance(obj, (list, tuple)):
+        return tuple(_freeze(v) for v in obj)
+    return obj
+
+
+def _thaw(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {k: _thaw(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return [_thaw(v) for v in obj]
+    return obj
+
+
+@dataclass(frozen=True)
+class Config:
+    """A resolved, validated, read-only configuration of one domain."""
+
+    domain: str
+    values: Mapping[str, Any]
+    sources: tuple[str, ...] = field(default=())
+
+    def get(self, dotted: str, default: Any = None) -> Any:
+        node: Any = self.values
+        for part in dotted.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        return _thaw(self.values)
+
+    def resolved(self, data_hashes: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """What is written beside every output: the config, where it came from, versions, data hashes."""
+        return {"domain": self.domain, "config": self.to_dict(), "sources": list(self.sources),
+                "versions": versions(), "data_hashes": dict(data_hashes or {})}
+
+
+_MISSING = object()
+
+
+def deep_merge(base: dict, over: Mapping) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: config file not found; pass an existing YAML file to --config")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({exc}); fix the syntax at the line shown") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a config file must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """Turn ['train.lr=1e-3', 'encoder.attention=linear'] into a nested dict (values parsed as YAML)."""
+    out: dict = {}
+    problems = []
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"--set {item!r}: expected key=value, e.g. --set train.lr=1e-3")
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    if problems:
+        raise ConfigError(problems, source="--set")
+    return out
+
+
+def merged_schema(domain_schema: Mapping) -> dict:
+    """Core's shared sections plus the domain's own; unknown top-level keys are errors."""
+    common = json.loads((_HERE / "schema_common.json").read_text())
+    schema = copy.deepcopy(dict(domain_schema))
+    schema.setdefault("type", "object")
+    schema["properties"] = {**common["properties"], **schema.get("properties", {})}
+    schema.setdefault("additionalProperties", False)
+    return schema
+
+
+def _describe(err: jsonschema.ValidationError, schema_root: Mapping) -> str:
+    path = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+    if err.validator == "additionalProperties":
+        allowed = sorted((err.schema.get("properties") or {}).keys())
+        extras = [k for k in err.instance if k not in allowed] if isinstance(err.instance, Mapping) else []
+        msgs = []
+        for extra in extras:
+            full = f"{path}.{extra}" if path != "<top level>" else extra
+            close = difflib.get_close_matches(extra, allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
+            msgs.append(f"{full}: unknown key{hint}")
+        return "\n  - ".join(msgs) or f"{path}: {err.message}"
+    expected = {k: err.schema[k] for k in ("type", "enum", "minimum", "maximum", "exclusiveMinimum",
+                                           "minLength", "minItems", "pattern") if k in err.schema}
+    exp = ", ".join(f"{k} {v}" for k, v in expected.items())
+    return f"{path}: {err.message}" + (f" (expected {exp})" if exp and "expected" not in err.message else "")
+
+
+def validate(values: Mapping, schema: Mapping, extra_checks: list[str] | None = None) -> None:
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(values), key=lambda e: [str(p) for p in e.absolute_path])
+    problems = [_describe(e, schema) for e in errors] + list(extra_checks or [])
+    if problems:
+        raise ConfigError(problems)
+
+
+def _check_attention(values: Mapping) -> list[str]:
+    from core.attention import available_attention  # the registry is the source of truth, not the schema
+    name = (values.get("encoder") or {}).get("attention")
+    known = available_attention()
+    if name is None or name in known:
+        return []
+    return [f"encoder.attention: unknown backend {name!r}; choose one of {', '.join(known)}"]
+
+
+def resolve(domain: str, domain_defaults: Path, domain_schema: Mapping, config_file: str | Path | None = None,
+            overrides: list[str] | None = None, extra_check=None) -> Config:
+    """Build and validate the config for `domain`. `extra_check(dict) -> list[str]` adds domain rules
+    that a JSON schema cannot express (cross-field constraints); its problems are reported with the rest."""
+    values = deep_merge(load_yaml(_HERE / "defaults.yaml"), load_yaml(domain_defaults))
+    sources = [str(domain_defaults)]
+    if config_file:
+        user = load_yaml(config_file)
+        user.pop("domain", None)  # a config file may name its domain; the CLI's --domain decides
+        values = deep_merge(values, user)
+        sources.append(str(config_file))
+    if overrides:
+        values = deep_merge(values, parse_overrides(overrides))
+        sources.extend(f"--set {o}" for o in overrides)
+    schema = merged_schema(domain_schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    schema_ok = not any(True for _ in validator.iter_errors(values))
+    extra = list(extra_check(values)) if (extra_check and schema_ok) else []
+    extra += _check_attention(values)
+    validate(values, schema, extra)
+    return Config(domain=domain, values=_freeze(values), sources=tuple(sources))

@@ -1,0 +1,158 @@
+"""The `Domain` contract and its registry.
+
+A domain is one folder under `domains/` (or any installed package) declaring an entry point in the
+`sciformer.domains` group. Core discovers domains only through that group, so it never imports `domains`.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
+
+import pandas as pd
+import torch
+
+from core.config import Config, resolve
+from core.errors import UserError
+
+ENTRY_POINT_GROUP = "sciformer.domains"
+
+
+@dataclass
+class TrainingTask:
+    """Everything the core trainer needs from a domain for one training stage."""
+
+    model: torch.nn.Module                      # forward(batch: dict) -> whatever `loss` takes
+    train_data: Sequence[Any]                   # examples; `collate` turns a list of them into a batch
+    val_data: Sequence[Any]
+    collate: Callable[[list[Any]], dict[str, Any]]   # may set "size" (samples in the batch)
+    loss: Callable[[Any, dict[str, Any]], torch.Tensor]
+    metadata: dict[str, Any] = field(default_factory=dict)   # JSON-safe; `Domain.build_model` rebuilds from it
+    val_metric: str = "val_loss"                # what early stopping minimizes (reported in history)
+
+
+class Domain:
+    """Base class of every domain. Subclasses set `name`, `description`, `stages` and implement the hooks."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    stages: ClassVar[tuple[str, ...]] = ("train",)   # training stages in order, e.g. ("pretrain", "train")
+    input_suffixes: ClassVar[tuple[str, ...]] = (".csv", ".parquet")
+
+    # -- configuration -------------------------------------------------------------------------------
+    def folder(self) -> Path:
+        """The folder of the module defining the domain class (its config.yaml and schema.json live there)."""
+        return Path(inspect.getfile(type(self))).parent
+
+    def default_config_path(self) -> Path:
+        return self.folder() / "config.yaml"
+
+    def schema(self) -> dict:
+        return json.loads((self.folder() / "schema.json").read_text())
+
+    def check_config(self, values: Mapping[str, Any]) -> list[str]:
+        """Cross-field rules a JSON schema cannot express; return problems (key path + fix)."""
+        return []
+
+    def config(self, config_file: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+        return resolve(self.name, self.default_config_path(), self.schema(), config_file, overrides,
+                       extra_check=self.check_config)
+
+    # -- pipeline hooks ---------------------------------------------------------------------------------
+    def prepare(self, cfg: Config, out_dir: Path) -> dict[str, str]:
+        """Write the prepared data under out_dir; return {file name: sha256} of the inputs it read."""
+        raise NotImplementedError
+
+    def build_task(self, cfg: Config, prepared: Path, stage: str, init: Path | None, seed: int) -> TrainingTask:
+        raise NotImplementedError
+
+    def build_model(self, metadata: Mapping[str, Any]) -> torch.nn.Module:
+        """Rebuild an untrained model from checkpoint metadata (weights are loaded by the core)."""
+        raise NotImplementedError
+
+    def evaluate(self, cfg: Config, prepared: Path, members: list["LoadedModel"]) -> tuple[list[dict], pd.DataFrame]:
+        """Model and baselines on the same test split: (metric rows, per-sample predictions frame)."""
+        raise NotImplementedError
+
+    # -- batch prediction ---------------------------------------------------------------------------
+    def output_columns(self, metadata: Mapping[str, Any]) -> list[str]:
+        raise NotImplementedError
+
+    def validate_input(self, path: Path, columns: list[str], metadata: Mapping[str, Any]) -> None:
+        """Check an input file's header before any model loads; raise UserError naming the fix."""
+
+    def predict_chunk(self, members: list["LoadedModel"], chunk: pd.DataFrame, first_row: int,
+                      on_invalid: str) -> pd.DataFrame:
+        """Predict one chunk; keep every input row (unless on_invalid == 'skip') plus output columns."""
+        raise NotImplementedError
+
+    def report_figures(self, predictions: pd.DataFrame, metrics: list[dict], out_dir: Path) -> list[Path]:
+        """Optional plots for the report (e.g. a parity plot); return the files written."""
+        return []
+
+
+@dataclass
+class LoadedModel:
+    """One trained ensemble member, ready for inference."""
+
+    model: torch.nn.Module
+    metadata: dict[str, Any]
+    path: Path
+    device: torch.device
+
+
+# -- registry -------------------------------------------------------------------------------------------
+_REGISTRY: dict[str, type[Domain]] = {}
+_DISCOVERED = False
+
+
+def register_domain(cls: type[Domain]) -> type[Domain]:
+    """Register a domain class by its `name` (also usable as a decorator, e.g. in tests or notebooks)."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _discover() -> None:
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _REGISTRY:
+            continue
+        try:
+            cls = ep.load()
+        except Exception as exc:  # a broken third-party domain must not take the others down
+            _BROKEN[ep.name] = f"{type(exc).__name__}: {exc}"
+            continue
+        _REGISTRY[ep.name] = cls
+
+
+_BROKEN: dict[str, str] = {}
+
+
+def domain_names() -> list[str]:
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def broken_domains() -> dict[str, str]:
+    _discover()
+    return dict(_BROKEN)
+
+
+def get_domain(name: str) -> Domain:
+    _discover()
+    if name not in _REGISTRY:
+        why = f" (it failed to load: {_BROKEN[name]})" if name in _BROKEN else ""
+        raise UserError(f"unknown domain {name!r}{why}; known domains: {', '.join(sorted(_REGISTRY)) or 'none'}"
+                        " (run `sciformer list`; install the project with `pip install -e .` to register them)")
+    return _REGISTRY[name]()
+
+
+def iter_domains() -> Iterator[Domain]:
+    for name in domain_names():
+        yield _REGISTRY[name]()

@@ -1,0 +1,35 @@
+"""Metrics the fields report, and the machine label every benchmark row carries."""
+from __future__ import annotations
+
+import os
+import platform
+
+import numpy as np
+
+
+def rmse(y: np.ndarray, p: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(y, float) - np.asarray(p, float)) ** 2)))
+
+
+def mae(y: np.ndarray, p: np.ndarray) -> float:
+    return float(np.mean(np.abs(np.asarray(y, float) - np.asarray(p, float))))
+
+
+def r2(y: np.ndarray, p: np.ndarray) -> float:
+    y, p = np.asarray(y, float), np.asarray(p, float)
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    return float(1.0 - np.sum((y - p) ** 2) / ss_tot) if ss_tot > 0 else float("nan")
+
+
+REGRESSION_METRICS = {"rmse": rmse, "mae": mae, "r2": r2}
+
+
+def machine_label() -> str:
+    """'cpu-2core' or the GPU's name: benchmark rows are only comparable on the same machine."""
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0).replace(" ", "-").lower()
+    except ImportError:
+        pass
+    return f"{platform.machine()}-{os.cpu_count()}core"

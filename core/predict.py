@@ -1,0 +1,104 @@
+"""Batch prediction that streams: input is read, predicted and written chunk by chunk (millions of rows
+never load at once), and the output appears only when complete (temp file, then rename)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from core.domain import Domain
+from core.errors import UserError
+from core.io import atomic_path, file_sha256, versions, write_json
+from core.runs import load_members, member_dirs
+from core.checkpoint import load_meta
+from core.train import configure_threads, pick_device
+
+log = logging.getLogger("sciformer.predict")
+FORMATS = (".csv", ".parquet")
+ON_INVALID = ("mark", "skip", "error")
+
+
+def _format(path: Path, role: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise UserError(f"{path}: {role} must end in .csv or .parquet (got {suffix or 'no extension'})")
+    return suffix
+
+
+def read_header(path: Path) -> list[str]:
+    if not path.exists():
+        raise UserError(f"{path}: input file not found")
+    if _format(path, "input") == ".parquet":
+        return list(pq.ParquetFile(path).schema_arrow.names)
+    try:
+        return list(pd.read_csv(path, nrows=0).columns)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path}: the file is empty; it needs a header row and at least one data row") from None
+
+
+def iter_chunks(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
+    if _format(path, "input") == ".parquet":
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size):
+            yield batch.to_pandas()
+    else:
+        # dtype=str for object columns is the domain's business; keep pandas' inference but no NA magic on text
+        yield from pd.read_csv(path, chunksize=chunk_size, keep_default_na=True)
+
+
+def count_rows(path: Path) -> int | None:
+    if path.suffix.lower() == ".parquet":
+        return pq.ParquetFile(path).metadata.num_rows
+    with open(path, "rb") as f:
+        return max(0, sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b"")) - 1)
+
+
+def predict_file(domain: Domain, run_dir: Path, input_path: Path, output_path: Path, chunk_size: int = 10_000,
+                 on_invalid: str = "mark", device: str = "auto", threads: int = 1, progress: bool = True) -> dict:
+    input_path, output_path, run_dir = Path(input_path), Path(output_path), Path(run_dir)
+    if on_invalid not in ON_INVALID:
+        raise UserError(f"--on-invalid must be one of {', '.join(ON_INVALID)}, got {on_invalid!r}")
+    out_format = _format(output_path, "output (-o)")
+    # validate everything cheap before any model loads
+    first_meta = load_meta(member_dirs(run_dir)[0])
+    columns = read_header(input_path)
+    domain.validate_input(input_path, columns, first_meta["task"])
+    dev = pick_device(device)
+    if dev.type == "cpu":
+        configure_threads(threads)
+    members = load_members(domain, run_dir, dev)
+    total = count_rows(input_path)
+    stats = {"rows_in": 0, "rows_out": 0, "status": {}}
+    writer = None
+    with atomic_path(output_path) as tmp:
+        bar = tqdm(total=total, disable=not progress, desc="predict", unit="row")
+        header = True
+        for chunk in iter_chunks(input_path, chunk_size):
+            out = domain.predict_chunk(members, chunk, stats["rows_in"], on_invalid)
+            stats["rows_in"] += len(chunk)
+            stats["rows_out"] += len(out)
+            if "status" in out:
+                for key, n in out["status"].value_counts().items():
+                    stats["status"][key] = stats["status"].get(key, 0) + int(n)
+            if out_format == ".csv":
+                out.to_csv(tmp, mode="w" if header else "a", header=header, index=False)
+            else:
+                table = pa.Table.from_pandas(out, preserve_index=False)
+                writer = writer or pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table.cast(writer.schema))
+            header = False
+            bar.update(len(chunk))
+        bar.close()
+        if writer is not None:
+            writer.close()
+        if header:  # no rows at all
+            raise UserError(f"{input_path}: no data rows; nothing to predict")
+    write_json(output_path.with_name(output_path.name + ".meta.json"), {
+        "domain": domain.name, "model": str(run_dir), "input": str(input_path),
+        "input_sha256": file_sha256(input_path), "members": len(members), "device": str(dev),
+        "config": first_meta.get("resolved", {}).get("config"), "versions": versions(), **stats})
+    return stats

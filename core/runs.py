@@ -1,0 +1,54 @@
+"""Run directories: a trained model is an ensemble of members, each a checkpoint directory.
+
+    run_dir/run.json        domain, stage, resolved config, member list (written last: marks completion)
+    run_dir/member_<k>/     model.safetensors + meta.json of ensemble member k (seed = base seed + k)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.checkpoint import load_meta, load_weights
+from core.domain import Domain, LoadedModel
+from core.errors import UserError
+from core.io import read_json
+
+RUN_FILE = "run.json"
+
+
+def member_dirs(run_dir: Path) -> list[Path]:
+    run_dir = Path(run_dir)
+    if (run_dir / RUN_FILE).exists():
+        return [run_dir / m for m in read_json(run_dir / RUN_FILE)["members"]]
+    if (run_dir / "meta.json").exists():  # a single checkpoint directory
+        return [run_dir]
+    raise UserError(f"{run_dir}: not a trained model (no {RUN_FILE} or meta.json); "
+                    "pass the directory written by `sciformer train -o DIR`")
+
+
+def run_info(run_dir: Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    if (run_dir / RUN_FILE).exists():
+        return read_json(run_dir / RUN_FILE)
+    return {"members": ["."], "domain": load_meta(run_dir).get("domain")}
+
+
+def check_domain(run_dir: Path, domain: Domain) -> None:
+    trained_for = run_info(run_dir).get("domain")
+    if trained_for and trained_for != domain.name:
+        raise UserError(f"{run_dir}: this model was trained for domain {trained_for!r}, not {domain.name!r}; "
+                        f"use --domain {trained_for} or another --model")
+
+
+def load_members(domain: Domain, run_dir: Path, device: torch.device) -> list[LoadedModel]:
+    check_domain(run_dir, domain)
+    members = []
+    for path in member_dirs(run_dir):
+        meta = load_meta(path)
+        model = domain.build_model(meta["task"])
+        load_weights(model, path)
+        model.to(device).eval()
+        members.append(LoadedModel(model=model, metadata=meta, path=path, device=device))
+    return members

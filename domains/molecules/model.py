@@ -1,0 +1,109 @@
+"""The molecule model on the shared core: SMILES tokens -> packed encoder -> heads.
+
+One module holds every head so pretrained weights load by name into the fine-tuning model:
+masked-token head + physicochemical-property head (pretraining), property-regression head (fine-tuning).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.encoder import EncoderConfig, RegressionHead, TokenEncoder, TokenHead
+from core.packing import pack_token_lists, segment_mean
+
+# RDKit properties predicted during pretraining (cheap, and the domain-adaptation paper found such a
+# multi-task step helps downstream property prediction).
+PRETRAIN_PROPERTIES = ("MolLogP", "TPSA", "MolMR", "MolWt", "NumHDonors", "NumHAcceptors",
+                       "NumRotatableBonds", "RingCount", "FractionCSP3", "HeavyAtomCount")
+
+
+class MoleculeModel(nn.Module):
+    def __init__(self, vocab_size: int, encoder: Mapping[str, Any], n_targets: int = 0, n_extra: int = 0,
+                 n_props: int = 0, hidden: int = 256, dropout: float = 0.1, pad_id: int = 0):
+        super().__init__()
+        cfg = EncoderConfig.from_dict(dict(encoder))
+        self.encoder = TokenEncoder(vocab_size, cfg, pad_id=pad_id)
+        self.mlm_head = TokenHead(cfg.d_model, vocab_size)
+        self.prop_head = RegressionHead(cfg.d_model, n_props, hidden, dropout) if n_props else None
+        self.head = RegressionHead(cfg.d_model, n_targets, hidden, dropout, n_extra) if n_targets else None
+
+    def forward(self, batch: Mapping[str, Any]):
+        h = self.encoder(batch["ids"], batch["cu_seqlens"], batch["max_seqlen"])
+        pooled = segment_mean(h, batch["cu_seqlens"])
+        if "mlm_positions" in batch:
+            props = self.prop_head(pooled) if self.prop_head is not None else None
+            return {"mlm": self.mlm_head(h[batch["mlm_positions"]]), "props": props}
+        return self.head(pooled, batch.get("extra"))
+
+
+def collate_regression(examples: list[dict]) -> dict[str, Any]:
+    ids, cu, max_len = pack_token_lists([e["ids"] for e in examples])
+    batch: dict[str, Any] = {"ids": ids, "cu_seqlens": cu, "max_seqlen": max_len, "size": len(examples)}
+    if examples and examples[0].get("extra") is not None:
+        batch["extra"] = torch.from_numpy(np.stack([e["extra"] for e in examples])).float()
+    if examples and examples[0].get("y") is not None:
+        batch["y"] = torch.from_numpy(np.stack([e["y"] for e in examples])).float()
+    return batch
+
+
+def regression_loss(out: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
+    return nn.functional.mse_loss(out.float(), batch["y"])
+
+
+class MaskedTokenCollate:
+    """BERT masking (80% <mask>, 10% random token, 10% unchanged) of `mask_prob` of non-special tokens.
+
+    Uses torch's global RNG, which the trainer seeds, so a seed fixes the masks too.
+    """
+
+    def __init__(self, mask_id: int, vocab_size: int, special_ids: frozenset[int], mask_prob: float):
+        self.mask_id, self.vocab_size, self.mask_prob = mask_id, vocab_size, mask_prob
+        self.special = torch.tensor(sorted(special_ids))
+
+    def __call__(self, examples: list[dict]) -> dict[str, Any]:
+        batch = collate_regression([{"ids": e["ids"]} for e in examples])
+        ids = batch["ids"]
+        candidates = ~torch.isin(ids, self.special)
+        chosen = candidates & (torch.rand(ids.shape) < self.mask_prob)
+        if not chosen.any():  # every batch must teach something; pick one token per batch at least
+            chosen[torch.nonzero(candidates)[0]] = True
+        labels = ids[chosen].clone()
+        roll = torch.rand(ids.shape)
+        corrupted = ids.clone()
+        corrupted[chosen & (roll < 0.8)] = self.mask_id
+        random_tokens = torch.randint(len(self.special), self.vocab_size, ids.shape)
+        swap = chosen & (roll >= 0.8) & (roll < 0.9)
+        corrupted[swap] = random_tokens[swap]
+        batch.update(ids=corrupted, mlm_positions=torch.nonzero(chosen).squeeze(1), mlm_labels=labels)
+        if examples[0].get("props") is not None:
+            batch["props"] = torch.from_numpy(np.stack([e["props"] for e in examples])).float()
+        return batch
+
+
+def pretrain_loss(property_weight: float):
+    def loss(out: Mapping[str, Any], batch: Mapping[str, Any]) -> torch.Tensor:
+        value = nn.functional.cross_entropy(out["mlm"].float(), batch["mlm_labels"])
+        if property_weight and out["props"] is not None:
+            value = value + property_weight * nn.functional.mse_loss(out["props"].float(), batch["props"])
+        return value
+    return loss
+
+
+@torch.no_grad()
+def predict_members(members, examples: list[dict], batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation over ensemble members, in target units: [N, K] each."""
+    outs = []
+    for member in members:
+        task = member.metadata["task"]
+        mean, std = np.asarray(task["y_mean"]), np.asarray(task["y_std"])
+        preds = []
+        for start in range(0, len(examples), batch_size):
+            batch = collate_regression(examples[start:start + batch_size])
+            batch = {k: (v.to(member.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            preds.append(member.model(batch).float().cpu().numpy())
+        outs.append(np.concatenate(preds) * std + mean if preds else np.zeros((0, len(mean))))
+    stacked = np.stack(outs)
+    return stacked.mean(0), stacked.std(0)

