@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 # Packages whose versions are stamped into every output (those a result can depend on).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 STAMPED_PACKAGES = ("sciformer", "torch", "numpy", "pandas", "scikit-learn", "rdkit", "snakemake")
 
 
@@ -29,6 +32,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual permissions
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

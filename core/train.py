@@ -128,7 +128,7 @@ def fit(task: TrainingTask, train_cfg: Mapping[str, Any], run_dir: Path, seed: i
             sched.step()
             progress["step"] += 1
             n = batch_size_of(batch, out)
-            running += float(loss) * n
+            running += float(loss.detach()) * n
             seen += n
             bar.update(1)
         val = evaluate_loss(task, bs, device) if len(task.val_data) else running / max(seen, 1)

@@ -198,6 +198,11 @@ def test_descriptors_and_fingerprints():
     assert "MolWt" in names and "Ipc" not in names
     assert not np.isinf(x).any()
     assert x[0, names.index("MolWt")] == pytest.approx(46.07, abs=0.01)
+    sub, sub_names = chem.rdkit_descriptors(smiles, names=["TPSA", "MolWt"])
+    assert sub_names == ["TPSA", "MolWt"] and sub.shape == (4, 2)
+    np.testing.assert_array_equal(sub[:, 1], x[:, names.index("MolWt")])
+    with pytest.raises(ValueError):
+        chem.rdkit_descriptors(smiles, names=["NoSuchDescriptor"])
     fp = chem.morgan_fingerprints(smiles, radius=2, n_bits=1024)
     assert fp.dtype == np.uint8 and fp.shape == (4, 1024) and set(np.unique(fp)) <= {0, 1}
     assert fp[1].sum() > 0

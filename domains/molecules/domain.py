@@ -32,6 +32,9 @@ class MoleculesDomain(Domain):
     name = "molecules"
     description = "SMILES -> molecular properties (MoLFormer-style linear attention + rotary)"
     stages = ("pretrain", "train")
+    smoke_overrides = ("data.max_molecules=60", "pretrain.corpus_size=64", "pretrain.train.max_steps=2",
+                       "train.max_steps=3", "train.epochs=1", "train.ensemble=2", "train.progress=false",
+                       "encoder.d_model=32", "encoder.n_layers=1", "encoder.d_ff=64", "head.hidden=16")
 
     def check_config(self, values: Mapping[str, Any]) -> list[str]:
         problems = []
@@ -164,6 +167,12 @@ class MoleculesDomain(Domain):
             out[t], out[f"{t}_unc"] = col, unc
         out["status"] = [reason for _, reason in canon]
         return out[ok] if on_invalid == "skip" else out
+
+    def example_inputs(self, folder: Path) -> tuple[Path, Path, str]:
+        good, bad = Path(folder) / "molecules.csv", Path(folder) / "no_smiles_column.csv"
+        pd.DataFrame({"id": ["ethanol", "typo", "benzene"], "smiles": ["CCO", "C1CC(", "c1ccccc1"]}).to_csv(good, index=False)
+        pd.DataFrame({"id": ["x"], "structure": ["CCO"]}).to_csv(bad, index=False)
+        return good, bad, "no 'smiles' column"
 
     def report_figures(self, predictions: pd.DataFrame, metrics: list[dict], out_dir: Path) -> list[Path]:
         from domains.molecules.report import parity_plot

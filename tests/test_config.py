@@ -1,0 +1,72 @@
+"""Config loading and validation: every problem at once, with its key path; frozen; written with outputs."""
+import dataclasses
+import json
+
+import pytest
+
+from core.config import parse_overrides
+from core.domain import get_domain
+from core.errors import ConfigError, UserError
+
+
+@pytest.fixture
+def molecules():
+    return get_domain("molecules")
+
+
+def test_defaults_validate_and_are_frozen(molecules):
+    cfg = molecules.config()
+    assert cfg["train.batch_size"] == 32 and cfg["encoder.attention"] == "linear"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.domain = "x"
+    with pytest.raises(TypeError):
+        cfg.values["train"]["lr"] = 1.0  # nested mappings are read-only too
+
+
+def test_every_problem_is_reported_with_its_path(molecules):
+    with pytest.raises(ConfigError) as info:
+        molecules.config(overrides=["train.lr=-1", "encoder.atention=x", "data.split=stratified",
+                                    "train.batch_size=big"])
+    problems = info.value.problems
+    assert len(problems) == 4, problems
+    text = "\n".join(problems)
+    assert "train.lr" in text and "train.batch_size" in text and "data.split" in text
+    assert "encoder.atention: unknown key; did you mean 'attention'?" in text
+
+
+def test_unknown_attention_backend_lists_the_known_ones(molecules):
+    with pytest.raises(ConfigError, match="encoder.attention: unknown backend 'flash9'.*sdpa"):
+        molecules.config(overrides=["encoder.attention=flash9"])
+
+
+def test_cross_field_rules(molecules):
+    with pytest.raises(ConfigError) as info:
+        molecules.config(overrides=["data.dataset=csv", "data.sizes=[0.5,0.4,0.2]"])
+    text = "\n".join(info.value.problems)
+    assert "data.path: required" in text and "data.targets" in text and "must sum to 1" in text
+
+
+def test_user_file_then_set_override_order(molecules, tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  lr: 0.01\n  epochs: 5\n")
+    cfg = molecules.config(f, ["train.lr=0.002"])
+    assert cfg["train.lr"] == 0.002 and cfg["train.epochs"] == 5
+    assert cfg.sources[-1] == "--set train.lr=0.002"
+    resolved = cfg.resolved({"x.csv": "abc"})
+    assert resolved["data_hashes"] == {"x.csv": "abc"} and "torch" in resolved["versions"]
+    json.dumps(resolved)  # serializable as written beside outputs
+
+
+def test_bad_yaml_and_missing_file_name_the_file(molecules, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(UserError, match="bad.yaml: not valid YAML"):
+        molecules.config(bad)
+    with pytest.raises(UserError, match="config file not found"):
+        molecules.config(tmp_path / "nope.yaml")
+
+
+def test_parse_overrides():
+    assert parse_overrides(["a.b=1", "a.c=[1, 2]", "d=x"]) == {"a": {"b": 1, "c": [1, 2]}, "d": "x"}
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_overrides(["novalue"])

@@ -1,0 +1,92 @@
+"""Molecules through the CLI: preparation outputs, batch prediction status handling, errors before loading."""
+import pandas as pd
+import pytest
+
+from core.domain import get_domain
+
+TINY = [a for o in get_domain("molecules").smoke_overrides for a in ("--set", o)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from core.cli import main
+    root = tmp_path_factory.mktemp("mol")
+    assert main(["-q", "prepare", "-d", "molecules", "-o", str(root / "prep"), *TINY]) == 0
+    assert main(["-q", "train", "-d", "molecules", "-i", str(root / "prep"), "-o", str(root / "run"), *TINY]) == 0
+    return root
+
+
+def test_prepare_writes_splits_rejects_and_resolved_config(trained):
+    frame = pd.read_csv(trained / "prep" / "molecules.csv")
+    assert set(frame.split) == {"train", "val", "test"} and len(frame) == 60
+    resolved = pd.read_json(trained / "prep" / "resolved_config.json", typ="series")
+    assert "freesolv.csv" in resolved["data_hashes"] and "train.csv.gz" in resolved["data_hashes"]
+
+
+@pytest.mark.parametrize("mode, rows", [("mark", 5), ("skip", 2)])
+def test_invalid_smiles_never_stop_the_run(trained, tmp_path, run_cli, mode, rows):
+    src = tmp_path / "in.csv"
+    pd.DataFrame({"smiles": ["CCO", "", "C1CC", "c1ccccc1", "xyz"]}).to_csv(src, index=False)
+    out = tmp_path / "out.parquet"
+    code, _, err = run_cli("-q", "predict", "-d", "molecules", "-i", src, "-o", out, "--model", trained / "run",
+                           "--on-invalid", mode, "--chunk-size", "2")
+    assert code == 0, err
+    frame = pd.read_parquet(out)
+    assert len(frame) == rows
+    if mode == "mark":
+        assert frame.status.tolist() == ["ok", "empty", "invalid_smiles", "ok", "invalid_smiles"]
+        assert frame.expt.isna().tolist() == [False, True, True, False, True]
+        assert (frame.expt_unc.dropna() >= 0).all()  # 2-member ensemble spread
+
+
+def test_on_invalid_error_names_the_row_and_leaves_no_output(trained, tmp_path, run_cli):
+    src = tmp_path / "in.csv"
+    pd.DataFrame({"smiles": ["CCO", "CCC", "C1CC"]}).to_csv(src, index=False)
+    out = tmp_path / "out.csv"
+    code, _, err = run_cli("-q", "predict", "-d", "molecules", "-i", src, "-o", out, "--model", trained / "run",
+                           "--on-invalid", "error", "--chunk-size", "2")
+    assert code == 2 and "row 3" in err and "C1CC" in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "empty"),
+    ("id,structure\n1,CCO\n", "no 'smiles' column"),
+    ("smiles,expt\nCCO,1\n", "already has output column"),
+])
+def test_bad_files_fail_before_the_model_loads(trained, tmp_path, run_cli, content, message):
+    src = tmp_path / "in.csv"
+    src.write_text(content)
+    code, _, err = run_cli("-q", "predict", "-d", "molecules", "-i", src, "-o", tmp_path / "o.csv",
+                           "--model", trained / "run")
+    assert code == 2 and message in err, err
+
+
+def test_wrong_model_dir_and_extension(trained, tmp_path, run_cli):
+    code, _, err = run_cli("predict", "-d", "molecules", "-i", tmp_path / "x.csv", "-o", tmp_path / "o.csv",
+                           "--model", tmp_path)
+    assert code == 2 and "not a trained model" in err
+    code, _, err = run_cli("predict", "-d", "molecules", "-i", tmp_path / "x.csv", "-o", tmp_path / "o.xlsx",
+                           "--model", trained / "run")
+    assert code == 2 and ".csv or .parquet" in err
+
+
+def test_validate_checks_an_input_against_a_model(trained, tmp_path, run_cli):
+    src = tmp_path / "in.csv"
+    pd.DataFrame({"smiles": ["CCO"]}).to_csv(src, index=False)
+    code, out, err = run_cli("validate", "-d", "molecules", "-i", src, "--model", trained / "run")
+    assert code == 0 and "input OK" in out, err
+
+
+def test_same_seed_same_metrics(trained, tmp_path, run_cli):
+    """Determinism end to end: retraining with the same config and seed gives identical test metrics."""
+    import json
+    metrics = []
+    for k in range(2):
+        run = tmp_path / f"run{k}"
+        assert run_cli("-q", "train", "-d", "molecules", "-i", trained / "prep", "-o", run, *TINY)[0] == 0
+        assert run_cli("-q", "evaluate", "-d", "molecules", "-i", trained / "prep", "--model", run,
+                       "-o", tmp_path / f"m{k}.json", *TINY)[0] == 0
+        rows = json.loads((tmp_path / f"m{k}.json").read_text())["rows"]
+        metrics.append({(r["method"], r["metric"]): r["value"] for r in rows})
+    assert metrics[0] == metrics[1]
