@@ -108,6 +108,7 @@ def parse_overrides(items: list[str] | None) -> dict:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        value = _as_number(value)
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -116,6 +117,18 @@ def parse_overrides(items: list[str] | None) -> dict:
     if problems:
         raise ConfigError(problems, source="--set")
     return out
+
+
+def _as_number(value: Any) -> Any:
+    """YAML 1.1 reads `1e-3` (no dot) as a string; users mean a number."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if isinstance(value, list):
+        return [_as_number(v) for v in value]
+    return value
 
 
 def merged_schema(domain_schema: Mapping) -> dict:

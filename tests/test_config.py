@@ -68,5 +68,6 @@ def test_bad_yaml_and_missing_file_name_the_file(molecules, tmp_path):
 
 def test_parse_overrides():
     assert parse_overrides(["a.b=1", "a.c=[1, 2]", "d=x"]) == {"a": {"b": 1, "c": [1, 2]}, "d": "x"}
+    assert parse_overrides(["lr=1e-3", "xs=[1e-3, a]"]) == {"lr": 0.001, "xs": [0.001, "a"]}  # YAML 1.1 quirk
     with pytest.raises(ConfigError, match="expected key=value"):
         parse_overrides(["novalue"])
