@@ -20,7 +20,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from core.io import write_json  # noqa: E402
-from core.metrics import machine_label, rmse  # noqa: E402
+from core.metrics import machine_label  # noqa: E402
 
 OUT = ROOT / "results" / "molecules" / "bench"
 
@@ -106,12 +105,17 @@ def main() -> None:
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda j: run_split(*j, init, args.set), jobs))
     rows = [r for part in results for r in part]
+    first = OUT / f"{jobs[0][0]}-{jobs[0][1]}-{jobs[0][2]}"
+    if args.chemprop:  # same prepared splits (chemprop reads our `split` column), same run
+        from benchmarks.peers import ensure_chemprop, run_chemprop
+        ensure_chemprop()
+        with ThreadPoolExecutor(args.jobs) as pool:
+            peer = pool.map(lambda j: run_chemprop(OUT / f"{j[0]}-{j[1]}-{j[2]}", j[0], f"{j[1]}-{j[2]}"), jobs)
+            rows += [r for part in peer for r in part]
+    rows += throughput(first / "model")
     if args.chemprop:
-        from benchmarks.peers import run_chemprop
-        for dataset, split, rep in jobs:
-            rows += run_chemprop(OUT / f"{dataset}-{split}-{rep}", dataset, f"{split}-{rep}")
-    last_model = OUT / f"{jobs[0][0]}-{jobs[0][1]}-{jobs[0][2]}" / "model"
-    rows += throughput(last_model)
+        from benchmarks.peers import chemprop_throughput
+        rows.append(chemprop_throughput(first, OUT / "throughput_input.csv"))
     rows += summarize(rows)
     machine = machine_label()
     rows = [{**{k: r[k] for k in ("task", "dataset", "split", "method", "metric", "value")}, "machine": machine}
