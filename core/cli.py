@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="run directory to write")
     p.add_argument("--stage", help="training stage (default: the domain's last stage, e.g. fine-tuning)")
     p.add_argument("--init", type=Path, help="run directory whose weights initialize the model (e.g. pretraining)")
+    p.add_argument("-j", "--jobs", type=int, default=1,
+                   help="ensemble members trained in parallel processes (one torch thread each)")
 
     p = sub.add_parser("evaluate", help="model vs baselines on the prepared test split")
     _common(p)

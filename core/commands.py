@@ -76,9 +76,28 @@ def _prepared_hashes(prepared: Path) -> dict[str, str]:
     return read_json(f).get("data_hashes", {})
 
 
+def _member_done(member: Path) -> bool:
+    return ((member / "meta.json").exists() and not (member / "resume.json").exists()
+            and "train_seconds" in read_json(member / "meta.json"))
+
+
+def train_member(domain: str, config: str | None, overrides: list[str], prepared: Path, member: Path,
+                 stage: str, init: Path | None, k: int, progress: bool) -> None:
+    """Train ensemble member k (seed + k). Top-level so a worker process can run it."""
+    from core.train import fit, seed_everything
+    dom = registry.get_domain(domain)
+    cfg = dom.config(config, overrides)
+    # a domain section named after the stage may override train.* for it, e.g. pretrain.train.epochs
+    train_cfg = {**cfg["train"], **(cfg.get(f"{stage}.train") or {}), "progress": progress}
+    seed = int(cfg["seed"]) + k
+    seed_everything(seed)  # before the model is built: its initial weights come from the global RNG
+    task = dom.build_task(cfg, prepared, stage, init, seed)
+    fit(task, train_cfg, member, seed, extra_meta={"domain": dom.name, "stage": stage,
+                                                    "resolved": cfg.resolved(_prepared_hashes(prepared))})
+
+
 def cmd_train(args) -> int:
     from core.runs import RUN_FILE
-    from core.train import fit
     dom, cfg = _domain_and_config(args)
     stage = args.stage or dom.stages[-1]
     if stage not in dom.stages:
@@ -88,23 +107,22 @@ def cmd_train(args) -> int:
         raise UserError(f"--init {args.init}: no such run directory; train the earlier stage first")
     # only the final stage is an ensemble: pretraining once is enough to initialize every member
     n_members = int(cfg["train.ensemble"]) if stage == dom.stages[-1] else 1
-    # a domain section named after the stage may override train.* for it, e.g. pretrain.train.epochs
-    train_cfg = {**cfg["train"], **(cfg.get(f"{stage}.train") or {})}
-    train_cfg["progress"] = _progress(args, cfg)
-    resolved = cfg.resolved(hashes)
-    members = []
-    for k in range(n_members):
-        member = args.output / f"member_{k}"
-        members.append(member.name)
-        if (member / "meta.json").exists() and not (member / "resume.json").exists() \
-                and "train_seconds" in read_json(member / "meta.json"):
-            log.info("%s already trained; skipping", member)
-            continue
-        seed = int(cfg["seed"]) + k
-        task = dom.build_task(cfg, args.input, stage, args.init, seed)
-        fit(task, train_cfg, member, seed, extra_meta={"domain": dom.name, "stage": stage, "resolved": resolved})
-    write_json(args.output / RUN_FILE, {"domain": dom.name, "stage": stage, "members": members,
-                                        "init": str(args.init) if args.init else None, "resolved": resolved})
+    members = [args.output / f"member_{k}" for k in range(n_members)]
+    todo = [k for k, m in enumerate(members) if not _member_done(m)]  # finished members are kept (resume)
+    call = [(dom.name, args.config, args.set, args.input, members[k], stage, args.init, k) for k in todo]
+    jobs = min(max(1, args.jobs), len(todo) or 1)
+    if jobs == 1:
+        for c in call:
+            train_member(*c, progress=_progress(args, cfg))
+    else:  # members in parallel processes, one torch thread each (spawn: no forked torch state)
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for future in [pool.submit(train_member, *c, progress=False) for c in call]:
+                future.result()
+    write_json(args.output / RUN_FILE, {"domain": dom.name, "stage": stage, "members": [m.name for m in members],
+                                        "init": str(args.init) if args.init else None,
+                                        "resolved": cfg.resolved(hashes)})
     print(f"trained {dom.name}/{stage}: {n_members} member(s) in {args.output}")
     return 0
 

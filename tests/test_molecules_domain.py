@@ -90,3 +90,14 @@ def test_same_seed_same_metrics(trained, tmp_path, run_cli):
         rows = json.loads((tmp_path / f"m{k}.json").read_text())["rows"]
         metrics.append({(r["method"], r["metric"]): r["value"] for r in rows})
     assert metrics[0] == metrics[1]
+
+
+def test_parallel_members_match_serial(trained, tmp_path, run_cli):
+    """`train -j 2` (members in worker processes) gives exactly the weights of a serial run."""
+    from safetensors.torch import load_file
+    assert run_cli("-q", "train", "-d", "molecules", "-i", trained / "prep", "-o", tmp_path / "par", "-j", "2",
+                   *TINY)[0] == 0
+    for k in range(2):
+        serial = load_file(str(trained / "run" / f"member_{k}" / "model.safetensors"))
+        parallel = load_file(str(tmp_path / "par" / f"member_{k}" / "model.safetensors"))
+        assert all((serial[n] == parallel[n]).all() for n in serial)

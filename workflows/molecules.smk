@@ -31,8 +31,9 @@ rule molecules_train:
     output: f"{MOL}/model/run.json",
     log: logs("molecules", "train"),
     benchmark: bench("molecules", "train")
+    threads: 2  # ensemble members train in parallel processes, one torch thread each
     params: args=MOL_ARGS, init=MOL_INIT
-    shell: "{SCIFORMER} -q train -d molecules -i {MOL}/prepared --init {params.init} -o {MOL}/model {params.args} > {log} 2>&1"
+    shell: "{SCIFORMER} -q train -d molecules -i {MOL}/prepared --init {params.init} -o {MOL}/model -j {threads} {params.args} > {log} 2>&1"
 
 
 rule molecules_evaluate:
