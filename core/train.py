@@ -55,7 +55,8 @@ def _batches(data, batch_size: int, collate, shuffle: bool, gen: torch.Generator
 
 
 def _to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    # anything with .to() moves (tensors, torch_geometric batches); plain values (max_seqlen, size) stay
+    return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
 
 
 def batch_size_of(batch: Mapping[str, Any], out: Any) -> int:

@@ -101,3 +101,14 @@ def test_parallel_members_match_serial(trained, tmp_path, run_cli):
         serial = load_file(str(trained / "run" / f"member_{k}" / "model.safetensors"))
         parallel = load_file(str(tmp_path / "par" / f"member_{k}" / "model.safetensors"))
         assert all((serial[n] == parallel[n]).all() for n in serial)
+
+
+def test_graph_view_trains_and_predicts(trained, tmp_path, run_cli):
+    """features.graph_dim adds a torch-geometric GINE view of the molecule beside the SMILES encoder."""
+    sets = [*TINY, "--set", "features.graph_dim=16", "--set", "train.ensemble=1"]
+    assert run_cli("-q", "train", "-d", "molecules", "-i", trained / "prep", "-o", tmp_path / "g", *sets)[0] == 0
+    src = tmp_path / "in.csv"
+    pd.DataFrame({"smiles": ["CCO", "bad(", "c1ccccc1O"]}).to_csv(src, index=False)
+    code, _, err = run_cli("-q", "predict", "-d", "molecules", "-i", src, "-o", tmp_path / "o.csv", "--model", tmp_path / "g")
+    assert code == 0, err
+    assert pd.read_csv(tmp_path / "o.csv").status.tolist() == ["ok", "invalid_smiles", "ok"]

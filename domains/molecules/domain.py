@@ -86,7 +86,8 @@ class MoleculesDomain(Domain):
         meta: dict[str, Any] = {"kind": "regression", "tokenizer": tok.to_dict(), "encoder": enc, "targets": targets,
                                 "y_mean": y_mean.tolist(), "y_std": y_std.tolist(), "max_len": max_len,
                                 "smiles_column": cfg["data.smiles_column"], "hidden": int(cfg["head.hidden"]),
-                                "dropout": float(cfg["head.dropout"]), "n_extra": 0}
+                                "dropout": float(cfg["head.dropout"]), "n_extra": 0,
+                                "graph_dim": int(cfg["features.graph_dim"])}
         scaler = None
         if cfg["features.descriptors"]:
             x, names = chem.rdkit_descriptors(train.smiles.tolist())
@@ -107,7 +108,8 @@ class MoleculesDomain(Domain):
         if metadata["kind"] == "pretrain":
             return MoleculeModel(vocab, metadata["encoder"], n_props=metadata["n_props"])
         return MoleculeModel(vocab, metadata["encoder"], n_targets=len(metadata["targets"]),
-                             n_extra=metadata["n_extra"], hidden=metadata["hidden"], dropout=metadata["dropout"])
+                             n_extra=metadata["n_extra"], hidden=metadata["hidden"], dropout=metadata["dropout"],
+                             graph_dim=metadata.get("graph_dim", 0))
 
     # -- evaluation ----------------------------------------------------------------------------------
     def evaluate(self, cfg: Config, prepared: Path, members: list[LoadedModel]) -> tuple[list[dict], pd.DataFrame]:
@@ -182,8 +184,9 @@ class MoleculesDomain(Domain):
 def featurize(smiles: list[str], meta: Mapping[str, Any], scaler, y: np.ndarray | None = None) -> list[dict]:
     tok = SmilesTokenizer.from_dict(meta["tokenizer"])
     extra = scaler.transform(chem.rdkit_descriptors(smiles)[0]) if scaler is not None else [None] * len(smiles)
-    return [{"ids": tok.encode(s, meta["max_len"]), "extra": extra[i], "y": None if y is None else y[i]}
-            for i, s in enumerate(smiles)]
+    graphs = [chem.mol_to_graph(s) for s in smiles] if meta.get("graph_dim") else [None] * len(smiles)
+    return [{"ids": tok.encode(s, meta["max_len"]), "extra": extra[i], "graph": graphs[i],
+             "y": None if y is None else y[i]} for i, s in enumerate(smiles)]
 
 
 def predict_molecules(members: list[LoadedModel], smiles: list[str]) -> tuple[np.ndarray, np.ndarray]:

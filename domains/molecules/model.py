@@ -20,15 +20,38 @@ PRETRAIN_PROPERTIES = ("MolLogP", "TPSA", "MolMR", "MolWt", "NumHDonors", "NumHA
                        "NumRotatableBonds", "RingCount", "FractionCSP3", "HeavyAtomCount")
 
 
+class GraphEncoder(nn.Module):
+    """Optional graph view (features.graph_dim > 0): a small GINE network over rdkit atom/bond features,
+    mean-pooled per molecule and handed to the head beside the descriptors."""
+
+    def __init__(self, dim: int, layers: int = 3):
+        super().__init__()
+        from torch_geometric.nn import GINEConv
+        from domains.molecules.chem import ATOM_FEATURE_DIM, BOND_FEATURE_DIM
+        self.inp = nn.Linear(ATOM_FEATURE_DIM, dim)
+        self.convs = nn.ModuleList(
+            GINEConv(nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim)), edge_dim=BOND_FEATURE_DIM)
+            for _ in range(layers))
+
+    def forward(self, graph) -> torch.Tensor:
+        from torch_geometric.nn import global_mean_pool
+        h = self.inp(graph.x)
+        for conv in self.convs:
+            h = h + nn.functional.gelu(conv(h, graph.edge_index, graph.edge_attr))
+        return global_mean_pool(h, graph.batch, size=graph.num_graphs)
+
+
 class MoleculeModel(nn.Module):
     def __init__(self, vocab_size: int, encoder: Mapping[str, Any], n_targets: int = 0, n_extra: int = 0,
-                 n_props: int = 0, hidden: int = 256, dropout: float = 0.1, pad_id: int = 0):
+                 n_props: int = 0, hidden: int = 256, dropout: float = 0.1, pad_id: int = 0, graph_dim: int = 0):
         super().__init__()
         cfg = EncoderConfig.from_dict(dict(encoder))
         self.encoder = TokenEncoder(vocab_size, cfg, pad_id=pad_id)
         self.mlm_head = TokenHead(cfg.d_model, vocab_size)
         self.prop_head = RegressionHead(cfg.d_model, n_props, hidden, dropout) if n_props else None
-        self.head = RegressionHead(cfg.d_model, n_targets, hidden, dropout, n_extra) if n_targets else None
+        self.graph = GraphEncoder(graph_dim) if graph_dim else None
+        self.head = (RegressionHead(cfg.d_model, n_targets, hidden, dropout, n_extra + graph_dim)
+                     if n_targets else None)
 
     def forward(self, batch: Mapping[str, Any]):
         h = self.encoder(batch["ids"], batch["cu_seqlens"], batch["max_seqlen"])
@@ -36,7 +59,8 @@ class MoleculeModel(nn.Module):
         if "mlm_positions" in batch:
             props = self.prop_head(pooled) if self.prop_head is not None else None
             return {"mlm": self.mlm_head(h[batch["mlm_positions"]]), "props": props}
-        return self.head(pooled, batch.get("extra"))
+        extra = [t for t in (batch.get("extra"), self.graph(batch["graph"]) if self.graph else None) if t is not None]
+        return self.head(pooled, torch.cat(extra, dim=-1) if extra else None)
 
 
 def collate_regression(examples: list[dict]) -> dict[str, Any]:
@@ -44,6 +68,9 @@ def collate_regression(examples: list[dict]) -> dict[str, Any]:
     batch: dict[str, Any] = {"ids": ids, "cu_seqlens": cu, "max_seqlen": max_len, "size": len(examples)}
     if examples and examples[0].get("extra") is not None:
         batch["extra"] = torch.from_numpy(np.stack([e["extra"] for e in examples])).float()
+    if examples and examples[0].get("graph") is not None:
+        from torch_geometric.data import Batch
+        batch["graph"] = Batch.from_data_list([e["graph"] for e in examples])
     if examples and examples[0].get("y") is not None:
         batch["y"] = torch.from_numpy(np.stack([e["y"] for e in examples])).float()
     return batch
@@ -102,7 +129,7 @@ def predict_members(members, examples: list[dict], batch_size: int = 256) -> tup
         preds = []
         for start in range(0, len(examples), batch_size):
             batch = collate_regression(examples[start:start + batch_size])
-            batch = {k: (v.to(member.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            batch = {k: (v.to(member.device) if hasattr(v, "to") else v) for k, v in batch.items()}
             preds.append(member.model(batch).float().cpu().numpy())
         outs.append(np.concatenate(preds) * std + mean if preds else np.zeros((0, len(mean))))
     stacked = np.stack(outs)
