@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import html
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from core import domain as registry
 from core.errors import UserError
-from core.io import atomic_path, read_json, write_json
+from core.io import atomic_path, file_sha256, read_json, write_json
 
 log = logging.getLogger("sciformer")
 
@@ -76,13 +78,33 @@ def _prepared_hashes(prepared: Path) -> dict[str, str]:
     return read_json(f).get("data_hashes", {})
 
 
-def _member_done(member: Path) -> bool:
-    return ((member / "meta.json").exists() and not (member / "resume.json").exists()
-            and "train_seconds" in read_json(member / "meta.json"))
+def run_fingerprint(cfg, stage: str, init: Path | None, hashes: dict[str, str]) -> str:
+    """What a trained member depends on: config (not display settings), stage, data, and the init weights."""
+    values = cfg.to_dict()
+    values.get("train", {}).pop("progress", None)
+    init_hash = None
+    if init is not None:
+        from core.runs import member_dirs
+        init_hash = [file_sha256(m / "model.safetensors") for m in member_dirs(init)]
+    blob = json.dumps({"config": values, "stage": stage, "data": hashes, "init": init_hash}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _reusable(member: Path, fingerprint: str) -> bool:
+    """A finished member trained from the same inputs is kept; one from other inputs is removed, so a
+    changed config, data set or init never silently reuses stale weights."""
+    if not (member / "meta.json").exists():
+        return False
+    meta = read_json(member / "meta.json")
+    if meta.get("fingerprint") != fingerprint:
+        log.info("%s was trained from other inputs; retraining it", member)
+        shutil.rmtree(member)
+        return False
+    return "train_seconds" in meta and not (member / "resume.json").exists()
 
 
 def train_member(domain: str, config: str | None, overrides: list[str], prepared: Path, member: Path,
-                 stage: str, init: Path | None, k: int, progress: bool) -> None:
+                 stage: str, init: Path | None, k: int, fingerprint: str, progress: bool) -> None:
     """Train ensemble member k (seed + k). Top-level so a worker process can run it."""
     from core.train import fit, seed_everything
     dom = registry.get_domain(domain)
@@ -92,7 +114,7 @@ def train_member(domain: str, config: str | None, overrides: list[str], prepared
     seed = int(cfg["seed"]) + k
     seed_everything(seed)  # before the model is built: its initial weights come from the global RNG
     task = dom.build_task(cfg, prepared, stage, init, seed)
-    fit(task, train_cfg, member, seed, extra_meta={"domain": dom.name, "stage": stage,
+    fit(task, train_cfg, member, seed, extra_meta={"domain": dom.name, "stage": stage, "fingerprint": fingerprint,
                                                     "resolved": cfg.resolved(_prepared_hashes(prepared))})
 
 
@@ -108,8 +130,10 @@ def cmd_train(args) -> int:
     # only the final stage is an ensemble: pretraining once is enough to initialize every member
     n_members = int(cfg["train.ensemble"]) if stage == dom.stages[-1] else 1
     members = [args.output / f"member_{k}" for k in range(n_members)]
-    todo = [k for k, m in enumerate(members) if not _member_done(m)]  # finished members are kept (resume)
-    call = [(dom.name, args.config, args.set, args.input, members[k], stage, args.init, k) for k in todo]
+    fingerprint = run_fingerprint(cfg, stage, args.init, hashes)
+    todo = [k for k, m in enumerate(members) if not _reusable(m, fingerprint)]
+    call = [(dom.name, args.config, args.set, args.input, members[k], stage, args.init, k, fingerprint)
+            for k in todo]
     jobs = min(max(1, args.jobs), len(todo) or 1)
     if jobs == 1:
         for c in call:

@@ -112,3 +112,17 @@ def test_graph_view_trains_and_predicts(trained, tmp_path, run_cli):
     code, _, err = run_cli("-q", "predict", "-d", "molecules", "-i", src, "-o", tmp_path / "o.csv", "--model", tmp_path / "g")
     assert code == 0, err
     assert pd.read_csv(tmp_path / "o.csv").status.tolist() == ["ok", "invalid_smiles", "ok"]
+
+
+def test_changed_config_never_reuses_stale_members(trained, tmp_path, run_cli):
+    """Re-running train into the same directory keeps members only if config, data and init are unchanged."""
+    import json
+    run = tmp_path / "run"
+    assert run_cli("-q", "train", "-d", "molecules", "-i", trained / "prep", "-o", run, *TINY)[0] == 0
+    first = json.loads((run / "member_0" / "meta.json").read_text())["train_seconds"]
+    assert run_cli("-q", "train", "-d", "molecules", "-i", trained / "prep", "-o", run, *TINY)[0] == 0
+    assert json.loads((run / "member_0" / "meta.json").read_text())["train_seconds"] == first  # reused
+    assert run_cli("-q", "train", "-d", "molecules", "-i", trained / "prep", "-o", run, *TINY,
+                   "--set", "head.dropout=0.3")[0] == 0
+    meta = json.loads((run / "member_0" / "meta.json").read_text())
+    assert meta["task"]["dropout"] == 0.3  # retrained, not the stale member
