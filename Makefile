@@ -29,7 +29,7 @@ pretrain: setup              ## reproduce the committed encoder checkpoint data/
 	rm -rf data/molecules/pretrained && cp -r results/molecules/pretrain data/molecules/pretrained
 
 bench-molecules: setup       ## FreeSolv (5 scaffold splits) + solubility: model vs baselines (vs chemprop if installed)
-	$(BIN)/python benchmarks/molecules.py
+	$(BIN)/python benchmarks/molecules.py --chemprop --commit
 
 freeze:                      ## regenerate the pins after a deliberate upgrade
 	$(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu/torch==2.13.0/' > env/constraints.txt

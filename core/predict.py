@@ -14,8 +14,8 @@ from tqdm.auto import tqdm
 from core.domain import Domain
 from core.errors import UserError
 from core.io import atomic_path, file_sha256, versions, write_json
-from core.runs import load_members, member_dirs
 from core.checkpoint import load_meta
+from core.runs import load_members, member_dirs
 from core.train import configure_threads, pick_device
 
 log = logging.getLogger("sciformer.predict")
@@ -100,5 +100,5 @@ def predict_file(domain: Domain, run_dir: Path, input_path: Path, output_path: P
     write_json(output_path.with_name(output_path.name + ".meta.json"), {
         "domain": domain.name, "model": str(run_dir), "input": str(input_path),
         "input_sha256": file_sha256(input_path), "members": len(members), "device": str(dev),
-        "config": first_meta.get("resolved", {}).get("config"), "versions": versions(), **stats})
+        "training": first_meta.get("resolved"), "versions": versions(), **stats})
     return stats
