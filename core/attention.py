@@ -80,8 +80,22 @@ def unregister_attention(name: str) -> None:
             del _REFERENCE_FOR_KIND[kind]
 
 
+_KERNELS_LOADED = False
+
+
+def _load_kernel_backends() -> None:
+    """Register the custom-op/Triton backends of core.kernels on first lookup. Lazy because core.kernels
+    imports this module (and must not import triton until a kernel actually runs)."""
+    global _KERNELS_LOADED
+    if not _KERNELS_LOADED:
+        _KERNELS_LOADED = True
+        from core.kernels import register_kernel_backends
+        register_kernel_backends()
+
+
 def available_attention() -> dict[str, AttentionBackend]:
     """All registered backends by name (a copy; includes ones that cannot run here)."""
+    _load_kernel_backends()
     return dict(_REGISTRY)
 
 
@@ -114,6 +128,7 @@ def resolve_attention(
     Unknown names raise ValueError listing the known ones. A fallback warns once per (name, device type).
     """
     device = torch.device(device)
+    _load_kernel_backends()
     if name not in _REGISTRY:
         raise ValueError(f"unknown attention backend {name!r}; known: {sorted(_REGISTRY)}")
     backend = _REGISTRY[name]

@@ -1,0 +1,232 @@
+"""Kernel benchmark (GPU): fused linear attention + rotary and packed varlen softmax attention.
+
+1. Measures this GPU's roofline: a big bf16 matmul (TFLOP/s) and a big copy (GB/s).
+2. Checks the Triton kernels against the PyTorch references on random bf16 inputs (forward and
+   gradients); stops with an error if they disagree.
+3. Times (triton.testing.do_bench, median) forward and forward+backward for one sequence of
+   T = 1k..16k tokens and for packed SMILES-like batches (mean fill 0.6), side by side with PyTorch
+   SDPA on the padded batch and flash-linear-attention (fla) where importable.
+
+Rows {task, dataset, split, method, metric, value, machine} go to results/kernels/benchmark.json (and
+with --commit to benchmarks/results/kernels-<machine>.json). Metrics: ms, tflops, gbps,
+roofline_fraction (the larger of the compute and memory fractions: the bound that applies),
+speedup_vs_fla, speedup_vs_padded. Without CUDA it prints a message and exits 0.
+
+    python benchmarks/kernels.py            # full run (a few minutes on an H100)
+    python benchmarks/kernels.py --quick    # T up to 4k, fewer batches
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.io import write_json  # noqa: E402
+from core.metrics import machine_label  # noqa: E402
+from core.packing import lengths_to_cu_seqlens, positions_from_cu_seqlens, unpack  # noqa: E402
+from core.rotary import rotary_cos_sin  # noqa: E402
+
+HEADS, DH = 8, 64
+DTYPE = torch.bfloat16
+
+
+def bench(fn) -> float:
+    from triton.testing import do_bench
+
+    return do_bench(fn, warmup=25, rep=100, return_mode="median")  # ms
+
+
+def roofline() -> tuple[float, float]:
+    """(bf16 GEMM TFLOP/s, copy GB/s) measured here: the peaks the kernels are compared with."""
+    n = 8192
+    a, b = torch.randn(n, n, device="cuda", dtype=DTYPE), torch.randn(n, n, device="cuda", dtype=DTYPE)
+    tflops = 2 * n**3 / bench(lambda: a @ b) / 1e9
+    x = torch.empty(1 << 29, device="cuda", dtype=torch.uint8)  # 512 MiB, far beyond L2
+    y = torch.empty_like(x)
+    gbps = 2 * x.numel() / bench(lambda: y.copy_(x)) / 1e6  # read + write
+    return tflops, gbps
+
+
+def make_batch(lengths, seed=0, grad=True):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    cu = lengths_to_cu_seqlens(torch.tensor(lengths)).cuda()
+    total = int(sum(lengths))
+    q, k, v = (torch.randn(total, HEADS, DH, device="cuda", dtype=DTYPE, generator=g).requires_grad_(grad)
+               for _ in range(3))
+    cos, sin = rotary_cos_sin(positions_from_cu_seqlens(cu, total), DH, dtype=DTYPE, device="cuda")
+    return q, k, v, cu, max(lengths), cos, sin
+
+
+def smiles_lengths(batch: int, max_len: int, fill: float = 0.6, seed: int = 0) -> list[int]:
+    """Lengths like a SMILES batch: roughly normal around fill * max_len, clipped to [4, max_len]."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randn(batch, generator=g) * 0.2 * max_len + fill * max_len
+    return lengths.round().clamp(4, max_len).to(torch.int64).tolist()
+
+
+def check_correctness(ops, attention) -> None:
+    q, k, v, cu, max_len, cos, sin = make_batch(smiles_lengths(64, 128) + [1, 0, 1000], seed=1)
+    dout = torch.randn_like(v)
+    for name, fast, ref in (
+        ("linear", ops.linear_attention_rotary, attention.linear_attention),
+        ("varlen", ops.varlen_attention, attention.sdpa_attention),
+    ):
+        out = fast(q, k, v, cu, max_len, cos, sin)
+        grads = torch.autograd.grad(out, (q, k, v), dout)
+        # The reference in fp32 from the same bf16 inputs: the error is the kernels' own rounding.
+        leaves = [t.detach().float().requires_grad_() for t in (q, k, v)]
+        want = ref(*leaves, cu, max_len, cos.float(), sin.float())
+        want_grads = torch.autograd.grad(want, leaves, dout.float())
+        for label, a, b in zip(("out", "dq", "dk", "dv"), (out, *grads), (want, *want_grads)):
+            err = ((a.float() - b).norm() / b.norm().clamp_min(1e-12)).item()
+            print(f"check {name:6s} {label}: relative L2 error {err:.2e}")
+            if not err < 2e-2:
+                raise SystemExit(f"{name} {label}: kernel disagrees with the reference ({err:.2e})")
+
+
+def fla_linear():
+    """fla's chunked linear attention (causal: an approximate peer, labelled as such), or None."""
+    try:
+        from fla.ops.linear_attn import chunk_linear_attn
+    except Exception:
+        return None
+
+    def run(q, k, v, cu, max_len, cos, sin):
+        fq, fk = (torch.nn.functional.elu(t) + 1 for t in (q, k))
+        out = chunk_linear_attn(fq[None], fk[None], v[None], normalize=True, cu_seqlens=cu.long())
+        return (out[0] if isinstance(out, tuple) else out)[0]
+
+    try:  # its API changes between releases: use it only if a tiny call works
+        run(*make_batch([5, 16]))
+    except Exception as err:
+        print(f"fla is installed but chunk_linear_attn failed ({type(err).__name__}: {err}); skipping it")
+        return None
+    return run
+
+
+def sdpa_padded(q, k, v, cu, max_len, cos, sin):
+    """PyTorch SDPA on the zero-padded batch with a key-padding mask (what a padded model runs)."""
+    from core.rotary import apply_rotary
+
+    q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+    (qb, mask), (kb, _), (vb, _) = (unpack(t, cu, max_len) for t in (q, k, v))
+    keys = mask[:, None, None, :]
+    out = torch.nn.functional.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (qb, kb, vb)),
+                                                           attn_mask=keys)
+    return out.transpose(1, 2)[mask]
+
+
+def cost(task: str, lengths: list[int]) -> tuple[float, float]:
+    """(FLOPs, bytes) of one call; fwd+bwd counts both passes. Elementwise work is not counted."""
+    total, elt = sum(lengths), 2
+    if task.startswith("linear"):
+        flops = 4 * total * HEADS * DH * DH  # rk^T v and rq @ KV
+        nbytes = (4 * total * HEADS * DH + 2 * total * DH) * elt  # q, k, v, out, cos, sin
+        if task.endswith("fwd_bwd"):
+            flops *= 3  # backward: 4 more [T, D] x [D, Dv]-sized dots
+            nbytes += (8 * total * HEADS * DH + 2 * total * DH) * elt  # q,k,v,out,dout in; dq,dk,dv out
+    else:
+        flops = 4 * sum(n * n for n in lengths) * HEADS * DH
+        nbytes = (4 * total * HEADS * DH) * elt
+        if task.endswith("fwd_bwd"):
+            flops *= 3.5  # flash convention: backward = 2.5x forward
+            nbytes += 8 * total * HEADS * DH * elt
+    return flops, nbytes
+
+
+def measure(fn, args, task: str):
+    q, k, v = args[:3]
+    if task.endswith("fwd_bwd"):
+        dout = torch.randn(q.shape, device="cuda", dtype=DTYPE)
+
+        def call():
+            out = fn(*args)
+            torch.autograd.grad(out, (q, k, v), dout)
+    else:
+        def call():
+            with torch.no_grad():
+                fn(*args)
+    try:
+        return bench(call)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return math.nan
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--commit", action="store_true", help="also write benchmarks/results/kernels-<machine>.json")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("benchmarks/kernels.py: no CUDA device here; the kernel benchmark needs a GPU (nothing to do).")
+        return 0
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        print("benchmarks/kernels.py: triton is not installed (pip install '.[gpu]').")
+        return 0
+    from core import attention
+    from core.kernels import ops
+
+    machine = machine_label()
+    peak_tflops, peak_gbps = roofline()
+    print(f"{machine}: measured roofline {peak_tflops:.0f} TFLOP/s bf16 GEMM, {peak_gbps:.0f} GB/s copy")
+    check_correctness(ops, attention)
+
+    datasets = {f"single_T{t}": [t] for t in ([1024, 2048, 4096] if args.quick else [1024, 2048, 4096, 8192, 16384])}
+    for batch, max_len in ([(256, 128)] if args.quick else [(256, 128), (1024, 128), (128, 512)]):
+        datasets[f"smiles_B{batch}_L{max_len}_fill0.6"] = smiles_lengths(batch, max_len)
+    fla = fla_linear()
+    methods = {
+        "linear": {"linear_fused": ops.linear_attention_rotary, "linear_torch": attention.linear_attention,
+                   **({"fla_chunk_linear_attn_causal": fla} if fla else {}), "sdpa_padded": sdpa_padded},
+        "varlen": {"varlen": ops.varlen_attention, "sdpa_padded": sdpa_padded},
+    }
+    rows, split = [], f"bf16_H{HEADS}_D{DH}"
+    for dataset, lengths in datasets.items():
+        inputs = make_batch(lengths)
+        for family, impls in methods.items():
+            if family == "varlen" and max(lengths) > 4096:
+                continue  # quadratic attention on one long sequence is not what the varlen path is for
+            for mode in ("fwd", "fwd_bwd"):
+                task = f"{family}_{mode}"
+                times = {m: measure(fn, inputs, task) for m, fn in impls.items()}
+                flops, nbytes = cost(task, lengths)
+                ours = "linear_fused" if family == "linear" else "varlen"
+                for method, ms in times.items():
+                    tflops, gbps = flops / ms / 1e9, nbytes / ms / 1e6
+                    metrics = {"ms": ms, "tflops": tflops, "gbps": gbps,
+                               "roofline_fraction": max(tflops / peak_tflops, gbps / peak_gbps)}
+                    if method == ours:
+                        if "sdpa_padded" in times:
+                            metrics["speedup_vs_padded"] = times["sdpa_padded"] / ms
+                        fla_ms = times.get("fla_chunk_linear_attn_causal")
+                        if fla_ms is not None:
+                            metrics["speedup_vs_fla"] = fla_ms / ms
+                    for metric, value in metrics.items():
+                        rows.append(dict(task=task, dataset=dataset, split=split, method=method, metric=metric,
+                                         value=float(value), machine=machine))
+                    print(f"{task:15s} {dataset:28s} {method:30s} {ms:8.3f} ms {tflops:7.1f} TFLOP/s "
+                          f"{gbps:7.0f} GB/s  roofline {metrics['roofline_fraction']:.2f}")
+        del inputs
+        torch.cuda.empty_cache()
+    rows += [dict(task="roofline", dataset="-", split="bf16", method="matmul_8192", metric="tflops",
+                  value=peak_tflops, machine=machine),
+             dict(task="roofline", dataset="-", split="uint8", method="copy_512MiB", metric="gbps",
+                  value=peak_gbps, machine=machine)]
+    write_json(ROOT / "results" / "kernels" / "benchmark.json", {"rows": rows})
+    if args.commit:
+        write_json(ROOT / "benchmarks" / "results" / f"kernels-{machine}.json", {"rows": rows})
+    print(f"wrote {len(rows)} rows to results/kernels/benchmark.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
