@@ -126,3 +126,20 @@ def test_changed_config_never_reuses_stale_members(trained, tmp_path, run_cli):
                    "--set", "head.dropout=0.3")[0] == 0
     meta = json.loads((run / "member_0" / "meta.json").read_text())
     assert meta["task"]["dropout"] == 0.3  # retrained, not the stale member
+
+
+def test_finetuning_takes_the_attention_implementation_from_the_config(tmp_path, run_cli):
+    """An encoder pretrained with `linear` fine-tunes with another linear backend; a softmax one is refused."""
+    import json
+    prep = tmp_path / "prep"
+    assert run_cli("-q", "prepare", "-d", "molecules", "-o", prep, *TINY)[0] == 0
+    assert run_cli("-q", "train", "-d", "molecules", "--stage", "pretrain", "-i", prep, "-o", tmp_path / "pre",
+                   *TINY)[0] == 0
+    code, _, err = run_cli("-q", "train", "-d", "molecules", "-i", prep, "-o", tmp_path / "ft", "--init",
+                           tmp_path / "pre", *TINY, "--set", "train.ensemble=1", "--set", "encoder.attention=linear_op")
+    assert code == 0, err
+    meta = json.loads((tmp_path / "ft" / "member_0" / "meta.json").read_text())
+    assert meta["task"]["encoder"]["attention"] == "linear_op"
+    code, _, err = run_cli("-q", "train", "-d", "molecules", "-i", prep, "-o", tmp_path / "bad", "--init",
+                           tmp_path / "pre", *TINY, "--set", "encoder.attention=sdpa")
+    assert code == 2 and "trained with linear attention" in err

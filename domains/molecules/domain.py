@@ -8,6 +8,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from core.attention import available_attention
 from core.checkpoint import load_meta, load_weights
 from core.config import Config
 from core.domain import Domain, LoadedModel, TrainingTask
@@ -55,10 +56,20 @@ class MoleculesDomain(Domain):
 
     # -- training ------------------------------------------------------------------------------------
     def _tokenizer_and_encoder(self, cfg: Config, init: Path | None, smiles: list[str]):
-        if init is not None:
-            task = load_meta(member_dirs(init)[0])["task"]
-            return SmilesTokenizer.from_dict(task["tokenizer"]), dict(task["encoder"])
-        return SmilesTokenizer.build([*smiles, *COMMON_TOKENS]), dict(cfg["encoder"])
+        if init is None:
+            return SmilesTokenizer.build([*smiles, *COMMON_TOKENS]), dict(cfg["encoder"])
+        # the architecture comes from the checkpoint; the attention implementation and dropout from the
+        # config (e.g. a fused GPU kernel for an encoder pretrained with the PyTorch one) if the kind matches
+        task = load_meta(member_dirs(init)[0])["task"]
+        enc = dict(task["encoder"])
+        backends = available_attention()
+        wanted, trained = cfg["encoder.attention"], enc["attention"]
+        if trained in backends and backends[wanted].kind != backends[trained].kind:
+            same = ", ".join(n for n, b in backends.items() if b.kind == backends[trained].kind)
+            raise UserError(f"encoder.attention={wanted} is {backends[wanted].kind} attention, but {init} was "
+                            f"trained with {backends[trained].kind} attention; choose one of: {same}")
+        enc.update(attention=wanted, dropout=float(cfg["encoder.dropout"]))
+        return SmilesTokenizer.from_dict(task["tokenizer"]), enc
 
     def build_task(self, cfg: Config, prepared: Path, stage: str, init: Path | None, seed: int) -> TrainingTask:
         max_len = int(cfg["features.max_len"])
