@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from core.io import write_json  # noqa: E402
+from core.io import atomic_path, write_json  # noqa: E402
 from core.metrics import machine_label  # noqa: E402
 
 OUT = ROOT / "results" / "molecules" / "bench"
@@ -39,7 +39,8 @@ def sciformer(*args: str) -> None:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{done.stderr[-3000:]}")
 
 
-def run_split(dataset: str, split: str, replicate: int, init: Path | None, sets: list[str]) -> list[dict]:
+def run_split(dataset: str, split: str, replicate: int, init: Path | None, sets: list[str],
+              member_jobs: int = 1) -> list[dict]:
     """prepare -> train (ensemble) -> evaluate for one split; returns the evaluate rows (model + baselines)."""
     name = f"{dataset}-{split}-{replicate}"
     work = OUT / name
@@ -47,7 +48,7 @@ def run_split(dataset: str, split: str, replicate: int, init: Path | None, sets:
               "--set", f"data.replicate={replicate}", *[a for s in sets for a in ("--set", s)]]
     t0 = time.perf_counter()
     sciformer("prepare", *common, "-o", str(work / "prepared"))
-    sciformer("train", *common, "-i", str(work / "prepared"), "-o", str(work / "model"),
+    sciformer("train", *common, "-i", str(work / "prepared"), "-o", str(work / "model"), "-j", str(member_jobs),
               *(["--init", str(init)] if init else []))
     sciformer("evaluate", *common, "-i", str(work / "prepared"), "--model", str(work / "model"),
               "-o", str(work / "metrics.json"))
@@ -62,7 +63,8 @@ def throughput(model: Path, n: int = 5000) -> list[dict]:
     root = Path(list(importlib.util.find_spec("moses").submodule_search_locations)[0])
     smiles = pd.read_csv(root / "dataset/data/test.csv.gz")["SMILES"].sample(n, random_state=0)
     src = OUT / "throughput_input.csv"
-    pd.DataFrame({"smiles": smiles}).to_csv(src, index=False)
+    with atomic_path(src) as tmp:
+        pd.DataFrame({"smiles": smiles}).to_csv(tmp, index=False)
     t0 = time.perf_counter()
     sciformer("predict", "-d", "molecules", "-i", str(src), "-o", str(OUT / "throughput_output.csv"),
               "--model", str(model))
@@ -86,12 +88,14 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--replicates", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--replicates", type=int, nargs="*", default=[0, 1, 2, 3, 4],
+                        help="FreeSolv scaffold-split seeds (none: skip FreeSolv)")
     parser.add_argument("--skip-solubility", action="store_true")
     parser.add_argument("--init", type=Path, default=ROOT / "data/molecules/pretrained",
                         help="pretrained encoder to fine-tune from ('' for none)")
     parser.add_argument("--set", action="append", default=[], help="extra sciformer overrides")
     parser.add_argument("--jobs", type=int, default=2, help="splits run in parallel (one thread each)")
+    parser.add_argument("--member-jobs", type=int, default=1, help="ensemble members trained in parallel per split")
     parser.add_argument("--chemprop", action="store_true", help="also run chemprop 2.3.1 (own venv)")
     parser.add_argument("--commit", action="store_true", help="also write benchmarks/results/molecules-<machine>.json")
     args = parser.parse_args()
@@ -103,7 +107,7 @@ def main() -> None:
         jobs.append(("solubility", "predefined", 0))
     print(f"running {len(jobs)} splits, {args.jobs} at a time", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(lambda j: run_split(*j, init, args.set), jobs))
+        results = list(pool.map(lambda j: run_split(*j, init, args.set, args.member_jobs), jobs))
     rows = [r for part in results for r in part]
     first = OUT / f"{jobs[0][0]}-{jobs[0][1]}-{jobs[0][2]}"
     if args.chemprop:  # same prepared splits (chemprop reads our `split` column), same run
@@ -126,8 +130,11 @@ def main() -> None:
         if r["metric"] == "molecules_per_s":
             print(f"{r['method']} batch prediction: {r['value']:.0f} molecules/s on {machine}")
     write_json(ROOT / "results/molecules/benchmark.json", rows)
-    if args.commit:
-        write_json(ROOT / f"benchmarks/results/molecules-{machine}.json", rows)
+    if args.commit:  # replace the rows of what was re-run; keep the other datasets' rows of earlier runs
+        committed = ROOT / f"benchmarks/results/molecules-{machine}.json"
+        rerun = {r["dataset"] for r in rows}
+        kept = [r for r in json.loads(committed.read_text()) if r["dataset"] not in rerun] if committed.exists() else []
+        write_json(committed, kept + rows)
 
 
 if __name__ == "__main__":

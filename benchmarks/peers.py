@@ -3,6 +3,7 @@ exactly, so it cannot share the main environment). Created on first use under be
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from core.io import atomic_path  # noqa: E402
 from core.metrics import REGRESSION_METRICS  # noqa: E402
 
 CHEMPROP_VENV = ROOT / "benchmarks" / ".peers" / "chemprop"
@@ -42,11 +44,13 @@ def run_chemprop(work: Path, dataset: str, split: str) -> list[dict]:
     target = TARGETS[dataset]
     data = pd.read_csv(work / "prepared" / "molecules.csv")
     out = work / "chemprop"
+    shutil.rmtree(out, ignore_errors=True)  # never pick up a model of an earlier run
     _chemprop("train", "-i", str(work / "prepared" / "molecules.csv"), "-s", "smiles", "--target-columns", target,
               "--splits-column", "split", "--task-type", "regression", "-o", str(out), "--num-workers", "0",
               "--accelerator", "cpu", "--devices", "1")
     test = data[data.split == "test"]
-    test[["smiles"]].to_csv(work / "chemprop_test.csv", index=False)
+    with atomic_path(work / "chemprop_test.csv") as tmp:
+        test[["smiles"]].to_csv(tmp, index=False)
     model = next(out.rglob("best*.pt"))
     _chemprop("predict", "-i", str(work / "chemprop_test.csv"), "-s", "smiles", "--model-paths", str(model),
               "-o", str(work / "chemprop_preds.csv"), "--num-workers", "0", "--accelerator", "cpu", "--devices", "1")

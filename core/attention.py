@@ -341,7 +341,7 @@ class MultiHeadAttention(nn.Module):
         self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
         if rotary and self.head_dim % 2 != 0:
             raise ValueError(f"rotary embeddings need an even head dim, got head_dim={self.head_dim}")
-        if attention not in _REGISTRY:  # fail at construction, not at the first batch
+        if attention not in available_attention():  # fail at construction, not at the first batch
             raise ValueError(f"unknown attention backend {attention!r}; known: {sorted(_REGISTRY)}")
         self.attention, self.rotary, self.rotary_base = attention, rotary, rotary_base
         self.qkv = nn.Linear(d_model, 3 * d_model)

@@ -65,6 +65,8 @@ def save_resume(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, 
     tensors, opt_scalars = _flatten_optimizer(opt)
     tensors.update({f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
     tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():  # dropout masks on GPU come from the CUDA generator
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
     with atomic_path(path / "resume.safetensors") as tmp:
         save_file(tensors, str(tmp))
     write_json(path / "resume.json", {"progress": progress, "optimizer": opt_scalars,
@@ -87,6 +89,8 @@ def load_resume(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, 
     opt.load_state_dict({"state": state, "param_groups": info["optimizer"]["param_groups"]})
     sched.load_state_dict(info["scheduler"])
     torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
     return info["progress"]
 
 

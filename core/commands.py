@@ -6,6 +6,7 @@ import hashlib
 import html
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pandas as pd
 
 from core import domain as registry
 from core.errors import UserError
-from core.io import atomic_path, file_sha256, read_json, write_json
+from core.io import atomic_path, file_sha256, read_json, versions, write_json
 
 log = logging.getLogger("sciformer")
 
@@ -51,10 +52,11 @@ def cmd_validate(args) -> int:
     if args.input:
         from core.checkpoint import load_meta
         from core.predict import read_header
-        from core.runs import check_domain, member_dirs
+        from core.runs import check_domain, check_final_stage, member_dirs
         if not args.model:
             raise UserError("validate -i needs --model: an input is checked against what a model expects")
         check_domain(args.model, dom)
+        check_final_stage(args.model, dom)
         meta = load_meta(member_dirs(args.model)[0])
         dom.validate_input(args.input, read_header(args.input), meta["task"])
         print(f"input OK: {args.input} has the columns model {args.model} needs")
@@ -86,7 +88,9 @@ def run_fingerprint(cfg, stage: str, init: Path | None, hashes: dict[str, str]) 
     if init is not None:
         from core.runs import member_dirs
         init_hash = [file_sha256(m / "model.safetensors") for m in member_dirs(init)]
-    blob = json.dumps({"config": values, "stage": stage, "data": hashes, "init": init_hash}, sort_keys=True)
+    code = {k: v for k, v in versions().items() if k in ("sciformer", "torch")}
+    blob = json.dumps({"config": values, "stage": stage, "data": hashes, "init": init_hash, "code": code},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -130,6 +134,7 @@ def cmd_train(args) -> int:
     # only the final stage is an ensemble: pretraining once is enough to initialize every member
     n_members = int(cfg["train.ensemble"]) if stage == dom.stages[-1] else 1
     members = [args.output / f"member_{k}" for k in range(n_members)]
+    (args.output / RUN_FILE).unlink(missing_ok=True)  # written again only when every member is done
     fingerprint = run_fingerprint(cfg, stage, args.init, hashes)
     todo = [k for k, m in enumerate(members) if not _reusable(m, fingerprint)]
     call = [(dom.name, args.config, args.set, args.input, members[k], stage, args.init, k, fingerprint)
@@ -161,7 +166,8 @@ def cmd_evaluate(args) -> int:
     pred_path = args.predictions or args.output.with_name(args.output.stem + "_predictions.csv")
     with atomic_path(pred_path) as tmp:
         predictions.to_csv(tmp, index=False)
-    write_json(args.output, {"rows": rows, "predictions": str(pred_path), "resolved": cfg.resolved(hashes)})
+    write_json(args.output, {"rows": rows, "predictions": os.path.relpath(pred_path, args.output.parent),
+                             "resolved": cfg.resolved(hashes)})
     print(format_table(rows))
     return 0
 
@@ -191,9 +197,14 @@ def cmd_report(args) -> int:
     if not args.input.exists():
         raise UserError(f"{args.input}: metrics file not found; run `sciformer evaluate -o {args.input}` first")
     metrics = read_json(args.input)
+    if not isinstance(metrics, dict) or not {"rows", "predictions", "resolved"} <= set(metrics):
+        raise UserError(f"{args.input}: not a metrics file written by `sciformer evaluate`")
     rows = metrics["rows"]
+    pred_path = args.input.parent / metrics["predictions"]
+    if not pred_path.exists():
+        raise UserError(f"{pred_path}: the test predictions named in {args.input} are missing; rerun evaluate")
     args.output.mkdir(parents=True, exist_ok=True)
-    predictions = pd.read_csv(metrics["predictions"])
+    predictions = pd.read_csv(pred_path)
     figures = dom.report_figures(predictions, rows, args.output)
     table = pd.DataFrame(rows)
     with atomic_path(args.output / "metrics.csv") as tmp:

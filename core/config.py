@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -111,21 +112,26 @@ def parse_overrides(items: list[str] | None) -> dict:
         value = _as_number(value)
         node = out
         parts = key.strip().split(".")
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
-        node[parts[-1]] = value
+            if not isinstance(node, dict):
+                problems.append(f"--set {item!r}: {'.'.join(parts[:depth + 1])} was already set to a value, "
+                                "not a section; use one of the two")
+                break
+        else:
+            node[parts[-1]] = value
     if problems:
         raise ConfigError(problems, source="--set")
     return out
 
 
+_SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
 def _as_number(value: Any) -> Any:
     """YAML 1.1 reads `1e-3` (no dot) as a string; users mean a number."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
+    if isinstance(value, str) and _SCIENTIFIC.match(value.strip()):
+        return float(value)
     if isinstance(value, list):
         return [_as_number(v) for v in value]
     return value

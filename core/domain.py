@@ -83,6 +83,10 @@ class Domain:
     def output_columns(self, metadata: Mapping[str, Any]) -> list[str]:
         raise NotImplementedError
 
+    def text_columns(self, metadata: Mapping[str, Any]) -> list[str]:
+        """Input columns to read as text whatever they look like (an all-empty chunk must not become float)."""
+        return []
+
     def validate_input(self, path: Path, columns: list[str], metadata: Mapping[str, Any]) -> None:
         """Check an input file's header before any model loads; raise UserError naming the fix."""
 

@@ -15,7 +15,7 @@ from core.domain import Domain
 from core.errors import UserError
 from core.io import atomic_path, file_sha256, versions, write_json
 from core.checkpoint import load_meta
-from core.runs import load_members, member_dirs
+from core.runs import check_domain, check_final_stage, load_members, member_dirs
 from core.train import configure_threads, pick_device
 
 log = logging.getLogger("sciformer.predict")
@@ -41,13 +41,18 @@ def read_header(path: Path) -> list[str]:
         raise UserError(f"{path}: the file is empty; it needs a header row and at least one data row") from None
 
 
-def iter_chunks(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
+def iter_chunks(path: Path, chunk_size: int, text_columns: list[str]) -> Iterator[pd.DataFrame]:
     if _format(path, "input") == ".parquet":
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size):
             yield batch.to_pandas()
     else:
-        # dtype=str for object columns is the domain's business; keep pandas' inference but no NA magic on text
-        yield from pd.read_csv(path, chunksize=chunk_size, keep_default_na=True)
+        # the domain's text columns stay text in every chunk (pandas guesses types per chunk)
+        yield from pd.read_csv(path, chunksize=chunk_size, dtype={c: "string" for c in text_columns})
+
+
+def _stable_schema(table: pa.Table) -> pa.Schema:
+    """The first written chunk fixes the Parquet schema; an all-missing column must not fix it to null."""
+    return pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in table.schema])
 
 
 def count_rows(path: Path) -> int | None:
@@ -60,10 +65,14 @@ def count_rows(path: Path) -> int | None:
 def predict_file(domain: Domain, run_dir: Path, input_path: Path, output_path: Path, chunk_size: int = 10_000,
                  on_invalid: str = "mark", device: str = "auto", threads: int = 1, progress: bool = True) -> dict:
     input_path, output_path, run_dir = Path(input_path), Path(output_path), Path(run_dir)
+    if chunk_size < 1:
+        raise UserError(f"--chunk-size must be a positive number of rows, got {chunk_size}")
     if on_invalid not in ON_INVALID:
         raise UserError(f"--on-invalid must be one of {', '.join(ON_INVALID)}, got {on_invalid!r}")
     out_format = _format(output_path, "output (-o)")
     # validate everything cheap before any model loads
+    check_domain(run_dir, domain)
+    check_final_stage(run_dir, domain)
     first_meta = load_meta(member_dirs(run_dir)[0])
     columns = read_header(input_path)
     domain.validate_input(input_path, columns, first_meta["task"])
@@ -77,7 +86,7 @@ def predict_file(domain: Domain, run_dir: Path, input_path: Path, output_path: P
     with atomic_path(output_path) as tmp:
         bar = tqdm(total=total, disable=not progress, desc="predict", unit="row")
         header = True
-        for chunk in iter_chunks(input_path, chunk_size):
+        for chunk in iter_chunks(input_path, chunk_size, domain.text_columns(first_meta["task"])):
             out = domain.predict_chunk(members, chunk, stats["rows_in"], on_invalid)
             stats["rows_in"] += len(chunk)
             stats["rows_out"] += len(out)
@@ -86,17 +95,19 @@ def predict_file(domain: Domain, run_dir: Path, input_path: Path, output_path: P
                     stats["status"][key] = stats["status"].get(key, 0) + int(n)
             if out_format == ".csv":
                 out.to_csv(tmp, mode="w" if header else "a", header=header, index=False)
-            else:
+                header = False
+            elif len(out):  # an all-skipped chunk has no types to offer; wait for one with rows
                 table = pa.Table.from_pandas(out, preserve_index=False)
-                writer = writer or pq.ParquetWriter(tmp, table.schema)
+                writer = writer or pq.ParquetWriter(tmp, _stable_schema(table))
                 writer.write_table(table.cast(writer.schema))
-            header = False
             bar.update(len(chunk))
         bar.close()
+        if stats["rows_in"] == 0:
+            raise UserError(f"{input_path}: no data rows; nothing to predict")
+        if writer is None and out_format == ".parquet":  # every row skipped: still a valid (empty) file
+            writer = pq.ParquetWriter(tmp, _stable_schema(pa.Table.from_pandas(out, preserve_index=False)))
         if writer is not None:
             writer.close()
-        if header:  # no rows at all
-            raise UserError(f"{input_path}: no data rows; nothing to predict")
     write_json(output_path.with_name(output_path.name + ".meta.json"), {
         "domain": domain.name, "model": str(run_dir), "input": str(input_path),
         "input_sha256": file_sha256(input_path), "members": len(members), "device": str(dev),

@@ -32,7 +32,9 @@ def run_info(run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     if (run_dir / RUN_FILE).exists():
         return read_json(run_dir / RUN_FILE)
-    return {"members": ["."], "domain": load_meta(run_dir).get("domain")}
+    member_dirs(run_dir)  # raises the "not a trained model" error for anything else
+    meta = load_meta(run_dir)
+    return {"members": ["."], "domain": meta.get("domain"), "stage": meta.get("stage")}
 
 
 def check_domain(run_dir: Path, domain: Domain) -> None:
@@ -42,11 +44,21 @@ def check_domain(run_dir: Path, domain: Domain) -> None:
                         f"use --domain {trained_for} or another --model")
 
 
+def check_final_stage(run_dir: Path, domain: Domain) -> None:
+    stage = run_info(run_dir).get("stage")
+    if stage and stage != domain.stages[-1]:
+        raise UserError(f"{run_dir}: this is a {stage!r} run (it initializes training); pass the run directory "
+                        f"of the final stage ({domain.stages[-1]!r}), e.g. the -o of `sciformer train`")
+
+
 def load_members(domain: Domain, run_dir: Path, device: torch.device) -> list[LoadedModel]:
     check_domain(run_dir, domain)
+    check_final_stage(run_dir, domain)
     members = []
     for path in member_dirs(run_dir):
         meta = load_meta(path)
+        if "train_seconds" not in meta:
+            raise UserError(f"{path}: training of this member did not finish; rerun `sciformer train` (it resumes)")
         model = domain.build_model(meta["task"])
         load_weights(model, path)
         model.to(device).eval()

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from core.checkpoint import clear_resume, load_resume, load_weights, save_resume, save_weights
 from core.domain import TrainingTask
+from core.errors import UserError
 
 log = logging.getLogger("sciformer.train")
 
@@ -133,6 +134,9 @@ def fit(task: TrainingTask, train_cfg: Mapping[str, Any], run_dir: Path, seed: i
             seen += n
             bar.update(1)
         val = evaluate_loss(task, bs, device) if len(task.val_data) else running / max(seen, 1)
+        if not math.isfinite(val):
+            raise UserError(f"{run_dir}: the loss became {val} in epoch {epoch} (training diverged); "
+                            "lower train.lr or raise train.grad_clip's strictness (e.g. --set train.lr=1e-4)")
         progress["history"].append({"epoch": epoch, "train_loss": running / max(seen, 1), task.val_metric: val})
         bar.set_postfix(train=f"{running / max(seen, 1):.4f}", val=f"{val:.4f}")
         progress["epoch"] = epoch + 1

@@ -69,5 +69,8 @@ def test_bad_yaml_and_missing_file_name_the_file(molecules, tmp_path):
 def test_parse_overrides():
     assert parse_overrides(["a.b=1", "a.c=[1, 2]", "d=x"]) == {"a": {"b": 1, "c": [1, 2]}, "d": "x"}
     assert parse_overrides(["lr=1e-3", "xs=[1e-3, a]"]) == {"lr": 0.001, "xs": [0.001, "a"]}  # YAML 1.1 quirk
+    assert parse_overrides(["col=nan", "name=inf"]) == {"col": "nan", "name": "inf"}  # names stay names
+    with pytest.raises(ConfigError, match="train was already set to a value"):
+        parse_overrides(["train=5", "train.lr=1"])
     with pytest.raises(ConfigError, match="expected key=value"):
         parse_overrides(["novalue"])

@@ -1,4 +1,6 @@
 """Molecules through the CLI: preparation outputs, batch prediction status handling, errors before loading."""
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -143,3 +145,26 @@ def test_finetuning_takes_the_attention_implementation_from_the_config(tmp_path,
     code, _, err = run_cli("-q", "train", "-d", "molecules", "-i", prep, "-o", tmp_path / "bad", "--init",
                            tmp_path / "pre", *TINY, "--set", "encoder.attention=sdpa")
     assert code == 2 and "trained with linear attention" in err
+
+
+def test_parquet_output_survives_chunks_of_different_types(trained, tmp_path, run_cli):
+    """First chunk all-empty SMILES, then text: types must not be fixed by what pandas guessed first."""
+    src = tmp_path / "in.csv"
+    src.write_text("id,smiles\n1,\n2,\n3,CCO\n4,CCC\n5,\n")
+    for mode, rows in (("mark", 5), ("skip", 2)):
+        out = tmp_path / f"{mode}.parquet"
+        code, _, err = run_cli("-q", "predict", "-d", "molecules", "-i", src, "-o", out, "--model", trained / "run",
+                               "--chunk-size", "2", "--on-invalid", mode)
+        assert code == 0, err
+        assert len(pd.read_parquet(out)) == rows
+
+
+def test_header_only_and_pretrain_runs_are_refused(trained, tmp_path, run_cli):
+    src = tmp_path / "in.csv"
+    src.write_text("smiles\n")
+    code, _, err = run_cli("-q", "predict", "-d", "molecules", "-i", src, "-o", tmp_path / "o.csv", "--model", trained / "run")
+    assert code == 2 and "no data rows" in err and not (tmp_path / "o.csv").exists()
+    src.write_text("smiles\nCCO\n")
+    pretrained = Path(__file__).resolve().parents[1] / "data" / "molecules" / "pretrained"
+    code, _, err = run_cli("-q", "predict", "-d", "molecules", "-i", src, "-o", tmp_path / "o.csv", "--model", pretrained)
+    assert code == 2 and "'pretrain' run" in err

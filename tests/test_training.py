@@ -85,3 +85,11 @@ def test_checkpoint_is_safetensors_not_pickle(tmp_path):
     fit(make_task(), {**TRAIN_CFG, "epochs": 1}, tmp_path / "r", seed=0)
     header = (tmp_path / "r" / "model.safetensors").read_bytes()[:64]
     assert header[8:9] == b"{"  # 8-byte length, then a JSON header: data only, nothing to execute
+
+
+def test_diverged_training_stops_with_a_clear_error(tmp_path):
+    from core.errors import UserError
+    task = make_task()
+    task.loss = lambda out, batch: (out * float("nan")).mean()
+    with pytest.raises(UserError, match="training diverged"):
+        fit(task, TRAIN_CFG, tmp_path / "r", seed=0)

@@ -81,27 +81,32 @@ def split_indices(cfg: Config, smiles: list[str], n_predefined_test: int) -> np.
 def prepare(cfg: Config, out_dir: Path) -> dict[str, str]:
     table, test_table, hashes = load_raw(cfg)
     targets = targets_of(cfg)
-    if cfg["data.split"] == "predefined" and test_table is None:
-        raise UserError("data.split=predefined needs a dataset with its own test set (solubility); "
-                        "use scaffold_balanced, scaffold or random")
+    clean, rejected = chem.clean_dataset(table, "smiles", targets)
     n_test = 0
     if test_table is not None:
+        test_clean, test_rejected = chem.clean_dataset(test_table, "smiles", targets)
+        test_clean["source_row"] += len(table)
+        test_rejected["source_row"] += len(table)
         if cfg["data.split"] == "predefined":
-            n_test = len(test_table)
-            table = pd.concat([table, test_table], ignore_index=True)
-        else:  # a scaffold/random split re-splits the pooled molecules
-            table = pd.concat([table, test_table], ignore_index=True)
-    clean, rejected = chem.clean_dataset(table, "smiles", targets)
-    if n_test:  # which cleaned rows came from the predefined test set
-        is_test = clean["source_row"].to_numpy() >= len(table) - n_test
-        clean = pd.concat([clean[~is_test], clean[is_test]], ignore_index=True)
-        n_test = int(is_test.sum())
-    if cfg["data.max_molecules"]:
+            # the published test set stays intact; training copies of test molecules are dropped (no leak)
+            leak = clean.smiles.isin(test_clean.smiles)
+            rejected = pd.concat([rejected, pd.DataFrame({"source_row": clean.source_row[leak],
+                                                          "smiles_input": clean.smiles[leak],
+                                                          "reason": "in_test_set"})], ignore_index=True)
+            clean = clean[~leak]
+            n_test = len(test_clean)
+        else:  # scaffold/random splits re-split the pooled molecules; duplicates across the files merge
+            pooled = pd.concat([table, test_table], ignore_index=True)
+            clean, rejected = chem.clean_dataset(pooled, "smiles", targets)
+            test_clean, test_rejected = test_clean.iloc[:0], test_rejected.iloc[:0]
+        clean = pd.concat([clean, test_clean], ignore_index=True)
+        rejected = pd.concat([rejected, test_rejected], ignore_index=True)
+    if cfg["data.max_molecules"]:  # the first N training-pool molecules (and up to N/4 predefined test ones)
         keep = int(cfg["data.max_molecules"])
-        clean = clean.iloc[:keep] if not n_test else pd.concat(
-            [clean.iloc[:len(clean) - n_test].iloc[:keep], clean.iloc[len(clean) - n_test:].iloc[:max(keep // 4, 4)]],
-            ignore_index=True)
-        n_test = min(n_test, max(keep // 4, 4)) if n_test else 0
+        n_keep_test = min(n_test, max(keep // 4, 4))
+        clean = pd.concat([clean.iloc[:len(clean) - n_test].iloc[:keep],
+                           clean.iloc[len(clean) - n_test:].iloc[:n_keep_test]], ignore_index=True)
+        n_test = n_keep_test
     if len(clean) < 10:
         raise UserError(f"only {len(clean)} valid molecules after cleaning ({len(rejected)} rejected, see "
                         f"{out_dir / REJECTED}); at least 10 are needed to train")
@@ -110,12 +115,11 @@ def prepare(cfg: Config, out_dir: Path) -> dict[str, str]:
         clean[["smiles", *targets, "split", "source_row"]].to_csv(tmp, index=False)
     with atomic_path(out_dir / REJECTED) as tmp:
         rejected.to_csv(tmp, index=False)
-    if "pretrain" in cfg.values:
-        corpus = chem.load_moses_smiles(int(cfg["pretrain.corpus_size"]), seed=int(cfg["seed"]))
-        src = chem._package_file("moses", "molsets==0.3.1", "dataset/data/train.csv.gz")
-        hashes[src.name] = file_sha256(src)
-        with atomic_path(out_dir / CORPUS) as tmp:
-            pd.DataFrame({"smiles": corpus}).to_csv(tmp, index=False)
+    corpus = chem.load_moses_smiles(int(cfg["pretrain.corpus_size"]), seed=int(cfg["seed"]))
+    src = chem._package_file("moses", "molsets==0.3.1", "dataset/data/train.csv.gz")
+    hashes[src.name] = file_sha256(src)
+    with atomic_path(out_dir / CORPUS) as tmp:
+        pd.DataFrame({"smiles": corpus}).to_csv(tmp, index=False)
     return hashes
 
 

@@ -46,6 +46,9 @@ class MoleculesDomain(Domain):
             problems.append("data.targets: list the target column(s) of your file, e.g. --set 'data.targets=[logS]'")
         if d["split"] == "predefined" and d["dataset"] != "solubility":
             problems.append("data.split: predefined needs a dataset with its own test set (solubility)")
+        if values["features"]["max_len"] > values["encoder"]["max_len"]:
+            problems.append(f"features.max_len ({values['features']['max_len']}) exceeds encoder.max_len "
+                            f"({values['encoder']['max_len']}); lower the first or raise the second")
         if abs(sum(d["sizes"]) - 1.0) > 1e-6:
             problems.append(f"data.sizes: fractions must sum to 1, got {list(d['sizes'])} (sum {sum(d['sizes']):g})")
         return problems
@@ -126,8 +129,14 @@ class MoleculesDomain(Domain):
     def evaluate(self, cfg: Config, prepared: Path, members: list[LoadedModel]) -> tuple[list[dict], pd.DataFrame]:
         from domains.molecules.baselines import fit_predict_baselines
         frame = data.load_prepared(prepared)
-        targets = data.targets_of(cfg)
-        fit = frame[frame.split != "test"]  # baselines have no use for a validation set: give them all of it
+        targets = members[0].metadata["task"]["targets"]  # what the model predicts, whatever --set says now
+        missing = [t for t in targets if t not in frame.columns]
+        if missing:
+            raise UserError(f"{prepared}: no target column(s) {missing} that the model was trained on; evaluate "
+                            "with the prepared data of the same dataset")
+        fit = frame[frame.split != "test"]
+        if not (frame.split == "test").any():
+            raise UserError(f"{prepared}: the test split is empty; use more molecules or other data.sizes")  # baselines have no use for a validation set: give them all of it
         test = frame[frame.split == "test"]
         mean, std = predict_molecules(members, test.smiles.tolist())
         preds = {"sciformer": mean}
@@ -151,6 +160,9 @@ class MoleculesDomain(Domain):
     # -- batch prediction ------------------------------------------------------------------------------
     def output_columns(self, metadata: Mapping[str, Any]) -> list[str]:
         return [c for t in metadata["targets"] for c in (t, f"{t}_unc")] + ["status"]
+
+    def text_columns(self, metadata: Mapping[str, Any]) -> list[str]:
+        return [metadata["smiles_column"]]
 
     def validate_input(self, path: Path, columns: list[str], metadata: Mapping[str, Any]) -> None:
         col = metadata["smiles_column"]
