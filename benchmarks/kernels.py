@@ -221,9 +221,9 @@ def main() -> int:
                   value=peak_tflops, machine=machine),
              dict(task="roofline", dataset="-", split="uint8", method="copy_512MiB", metric="gbps",
                   value=peak_gbps, machine=machine)]
-    write_json(ROOT / "results" / "kernels" / "benchmark.json", {"rows": rows})
+    write_json(ROOT / "results" / "kernels" / "benchmark.json", rows)
     if args.commit:
-        write_json(ROOT / "benchmarks" / "results" / f"kernels-{machine}.json", {"rows": rows})
+        write_json(ROOT / "benchmarks" / "results" / f"kernels-{machine}.json", rows)
     print(f"wrote {len(rows)} rows to results/kernels/benchmark.json")
     return 0
 

@@ -53,6 +53,7 @@ class AttentionBackend:
     requires: tuple[str, ...] = ()  # python modules that must import, e.g. ("triton",)
     supports_backward: bool = True
     description: str = ""
+    fallback: str | None = None  # backend to use where this one cannot run (default: the kind's reference)
 
     def runs_on(self, device: torch.device) -> bool:
         return ANY_DEVICE in self.devices or device.type in self.devices
@@ -135,7 +136,7 @@ def resolve_attention(
     reason = _why_unusable(backend, device, need_backward)
     if reason is None:
         return backend
-    ref_name = _REFERENCE_FOR_KIND.get(backend.kind)
+    ref_name = backend.fallback or _REFERENCE_FOR_KIND.get(backend.kind)
     if ref_name is None or ref_name == name:
         raise RuntimeError(f"attention backend {name!r} cannot be used: {reason}; no fallback for kind {backend.kind!r}")
     if (name, device.type) not in _WARNED:

@@ -201,7 +201,7 @@ def test_backends_register_and_fall_back_on_cpu(kernel_backends):
     assert A.resolve_attention("varlen", cpu).name == "varlen"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert A.resolve_attention("linear_fused", cpu).name == "linear_reference"  # CUDA-only backend
+        assert A.resolve_attention("linear_fused", cpu).name == "linear"  # CUDA-only; vectorized fallback
     assert any("linear_fused" in str(w.message) for w in caught)
     mha = A.MultiHeadAttention(16, 2, attention="linear_op").double()
     x = torch.randn(9, 16, dtype=torch.float64, requires_grad=True)
@@ -323,3 +323,4 @@ def test_compile_specs_cover_every_kernel():
 if __name__ == "__main__" and sys.argv[1:] == ["--interpreter"]:
     assert os.environ.get("TRITON_INTERPRET") == "1"
     print(json.dumps(_interpreter_checks()))
+
