@@ -55,7 +55,7 @@ def _batches(data, batch_size: int, collate, shuffle: bool, gen: torch.Generator
         yield collate([data[i] for i in order[start:start + batch_size]])
 
 
-def _to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     # anything with .to() moves (tensors, torch_geometric batches); plain values (max_seqlen, size) stay
     return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
 
@@ -70,7 +70,7 @@ def evaluate_loss(task: TrainingTask, batch_size: int, device: torch.device) -> 
     task.model.eval()
     total, count = 0.0, 0
     for batch in _batches(task.val_data, batch_size, task.collate, False, None):
-        batch = _to(batch, device)
+        batch = to_device(batch, device)
         out = task.model(batch)
         n = batch_size_of(batch, out)
         total += float(task.loss(out, batch)) * n
@@ -118,7 +118,7 @@ def fit(task: TrainingTask, train_cfg: Mapping[str, Any], run_dir: Path, seed: i
         for batch in _batches(task.train_data, bs, task.collate, True, gen):
             if progress["step"] >= total:
                 break
-            batch = _to(batch, device)
+            batch = to_device(batch, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 out = model(batch)
             loss = task.loss(out, batch)  # outside autocast: losses are computed in float32

@@ -85,7 +85,7 @@ class MoleculesDomain(Domain):
             examples = [{"ids": tok.encode(s, max_len), "props": (p - p_mean) / p_std} for s, p in zip(corpus, props)]
             n_val = max(1, len(examples) // 20)
             meta = {"kind": "pretrain", "tokenizer": tok.to_dict(), "encoder": enc, "n_props": len(PRETRAIN_PROPERTIES)}
-            model = MoleculeModel(len(tok), enc, n_props=len(PRETRAIN_PROPERTIES), pad_id=tok.pad_id)
+            model = self.build_model(meta)
             if init is not None:
                 load_weights(model, member_dirs(init)[0], strict=False)
             collate = MaskedTokenCollate(tok.mask_id, len(tok), tok.special_ids, float(cfg["pretrain.mask_prob"]))

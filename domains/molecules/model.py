@@ -13,6 +13,7 @@ from torch import nn
 
 from core.encoder import EncoderConfig, RegressionHead, TokenEncoder, TokenHead
 from core.packing import pack_token_lists, segment_mean
+from core.train import to_device
 
 # RDKit properties predicted during pretraining (cheap, and the domain-adaptation paper found such a
 # multi-task step helps downstream property prediction).
@@ -129,7 +130,7 @@ def predict_members(members, examples: list[dict], batch_size: int = 256) -> tup
         preds = []
         for start in range(0, len(examples), batch_size):
             batch = collate_regression(examples[start:start + batch_size])
-            batch = {k: (v.to(member.device) if hasattr(v, "to") else v) for k, v in batch.items()}
+            batch = to_device(batch, member.device)
             preds.append(member.model(batch).float().cpu().numpy())
         outs.append(np.concatenate(preds) * std + mean if preds else np.zeros((0, len(mean))))
     stacked = np.stack(outs)
