@@ -80,7 +80,7 @@ def predict_file(domain: Domain, run_dir: Path, input_path: Path, output_path: P
     if dev.type == "cpu":
         configure_threads(threads)
     members = load_members(domain, run_dir, dev)
-    total = count_rows(input_path)
+    total = count_rows(input_path) if progress else None  # a second full read: only for a visible bar
     stats = {"rows_in": 0, "rows_out": 0, "status": {}}
     writer = None
     with atomic_path(output_path) as tmp:

@@ -81,26 +81,22 @@ def split_indices(cfg: Config, smiles: list[str], n_predefined_test: int) -> np.
 def prepare(cfg: Config, out_dir: Path) -> dict[str, str]:
     table, test_table, hashes = load_raw(cfg)
     targets = targets_of(cfg)
+    if test_table is not None and cfg["data.split"] != "predefined":
+        # scaffold/random splits re-split the pooled molecules; duplicates across the two files merge
+        table, test_table = pd.concat([table, test_table], ignore_index=True), None
     clean, rejected = chem.clean_dataset(table, "smiles", targets)
     n_test = 0
     if test_table is not None:
         test_clean, test_rejected = chem.clean_dataset(test_table, "smiles", targets)
         test_clean["source_row"] += len(table)
         test_rejected["source_row"] += len(table)
-        if cfg["data.split"] == "predefined":
-            # the published test set stays intact; training copies of test molecules are dropped (no leak)
-            leak = clean.smiles.isin(test_clean.smiles)
-            rejected = pd.concat([rejected, pd.DataFrame({"source_row": clean.source_row[leak],
-                                                          "smiles_input": clean.smiles[leak],
-                                                          "reason": "in_test_set"})], ignore_index=True)
-            clean = clean[~leak]
-            n_test = len(test_clean)
-        else:  # scaffold/random splits re-split the pooled molecules; duplicates across the files merge
-            pooled = pd.concat([table, test_table], ignore_index=True)
-            clean, rejected = chem.clean_dataset(pooled, "smiles", targets)
-            test_clean, test_rejected = test_clean.iloc[:0], test_rejected.iloc[:0]
-        clean = pd.concat([clean, test_clean], ignore_index=True)
-        rejected = pd.concat([rejected, test_rejected], ignore_index=True)
+        # the published test set stays intact; training copies of test molecules are dropped (no leak)
+        leak = clean.smiles.isin(test_clean.smiles)
+        rejected = pd.concat([rejected, pd.DataFrame({"source_row": clean.source_row[leak],
+                                                      "smiles_input": clean.smiles[leak],
+                                                      "reason": "in_test_set"}), test_rejected], ignore_index=True)
+        clean = pd.concat([clean[~leak], test_clean], ignore_index=True)
+        n_test = len(test_clean)
     if cfg["data.max_molecules"]:  # the first N training-pool molecules (and up to N/4 predefined test ones)
         keep = int(cfg["data.max_molecules"])
         n_keep_test = min(n_test, max(keep // 4, 4))

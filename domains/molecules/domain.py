@@ -185,7 +185,7 @@ class MoleculesDomain(Domain):
             raise UserError(f"row {first_row + bad + 1} (SMILES {raw[bad]!r}): {canon[bad][1]}; fix or remove it, "
                             "or use --on-invalid mark|skip")
         out = chunk.copy()
-        mean, std = predict_molecules(members, [c for c, _ in np.array(canon, dtype=object)[ok]])
+        mean, std = predict_molecules(members, [c for c, _ in canon if c is not None])
         for k, t in enumerate(meta["targets"]):
             col, unc = np.full(len(chunk), np.nan), np.full(len(chunk), np.nan)
             col[ok], unc[ok] = mean[:, k], std[:, k]
