@@ -90,6 +90,24 @@ class Domain:
     def validate_input(self, path: Path, columns: list[str], metadata: Mapping[str, Any]) -> None:
         """Check an input file's header before any model loads; raise UserError naming the fix."""
 
+    # Prediction reads CSV/Parquet row chunks by default (rows independent, any size). A domain whose
+    # prediction needs the whole input at once (forecasting after the last row of each series; a lifetime
+    # map from an image stack) lists its input/output formats here and implements `predict_whole`.
+    def input_formats(self, metadata: Mapping[str, Any]) -> tuple[str, ...]:
+        return (".csv", ".parquet")
+
+    def output_formats(self, metadata: Mapping[str, Any]) -> tuple[str, ...]:
+        return (".csv", ".parquet")
+
+    streams: ClassVar[bool] = True   # False: core calls `predict_whole` instead of `predict_chunk`
+
+    def predict_whole(self, members: list["LoadedModel"], input_path: Path, output_tmp: Path, output_path: Path,
+                      on_invalid: str) -> dict[str, Any]:
+        """Predict a whole input; write the main output to `output_tmp` (core renames it to `output_path`
+        once complete; side files next to `output_path` must be written atomically too). Return stats with
+        rows_in, rows_out and status counts."""
+        raise NotImplementedError
+
     def predict_chunk(self, members: list["LoadedModel"], chunk: pd.DataFrame, first_row: int,
                       on_invalid: str) -> pd.DataFrame:
         """Predict one chunk; keep every input row (unless on_invalid == 'skip') plus output columns."""

@@ -23,16 +23,19 @@ FORMATS = (".csv", ".parquet")
 ON_INVALID = ("mark", "skip", "error")
 
 
-def _format(path: Path, role: str) -> str:
+def _format(path: Path, role: str, formats: tuple[str, ...] = FORMATS) -> str:
     suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise UserError(f"{path}: {role} must end in .csv or .parquet (got {suffix or 'no extension'})")
+    if suffix not in formats:
+        raise UserError(f"{path}: {role} must end in {' or '.join(formats)} (got {suffix or 'no extension'})")
     return suffix
 
 
 def read_header(path: Path) -> list[str]:
+    """Column names of a CSV/Parquet file ([] for other formats: the domain validates those itself)."""
     if not path.exists():
         raise UserError(f"{path}: input file not found")
+    if path.suffix.lower() not in FORMATS:
+        return []
     if _format(path, "input") == ".parquet":
         return list(pq.ParquetFile(path).schema_arrow.names)
     try:
@@ -69,17 +72,26 @@ def predict_file(domain: Domain, run_dir: Path, input_path: Path, output_path: P
         raise UserError(f"--chunk-size must be a positive number of rows, got {chunk_size}")
     if on_invalid not in ON_INVALID:
         raise UserError(f"--on-invalid must be one of {', '.join(ON_INVALID)}, got {on_invalid!r}")
-    out_format = _format(output_path, "output (-o)")
     # validate everything cheap before any model loads
     check_domain(run_dir, domain)
     check_final_stage(run_dir, domain)
     first_meta = load_meta(member_dirs(run_dir)[0])
+    task = first_meta["task"]
+    out_format = _format(output_path, "output (-o)", domain.output_formats(task))
+    if not input_path.exists():
+        raise UserError(f"{input_path}: input file not found")
+    _format(input_path, "input (-i)", domain.input_formats(task))
     columns = read_header(input_path)
-    domain.validate_input(input_path, columns, first_meta["task"])
+    domain.validate_input(input_path, columns, task)
     dev = pick_device(device)
     if dev.type == "cpu":
         configure_threads(threads)
     members = load_members(domain, run_dir, dev)
+    if not domain.streams:
+        with atomic_path(output_path) as tmp:
+            stats = domain.predict_whole(members, input_path, tmp, output_path, on_invalid)
+        _write_meta(domain, run_dir, input_path, output_path, members, dev, first_meta, stats)
+        return stats
     total = count_rows(input_path) if progress else None  # a second full read: only for a visible bar
     stats = {"rows_in": 0, "rows_out": 0, "status": {}}
     writer = None
@@ -108,8 +120,12 @@ def predict_file(domain: Domain, run_dir: Path, input_path: Path, output_path: P
             writer = pq.ParquetWriter(tmp, _stable_schema(pa.Table.from_pandas(out, preserve_index=False)))
         if writer is not None:
             writer.close()
+    _write_meta(domain, run_dir, input_path, output_path, members, dev, first_meta, stats)
+    return stats
+
+
+def _write_meta(domain, run_dir, input_path, output_path, members, dev, first_meta, stats) -> None:
     write_json(output_path.with_name(output_path.name + ".meta.json"), {
         "domain": domain.name, "model": str(run_dir), "input": str(input_path),
         "input_sha256": file_sha256(input_path), "members": len(members), "device": str(dev),
         "training": first_meta.get("resolved"), "versions": versions(), **stats})
-    return stats

