@@ -351,6 +351,10 @@ class MultiHeadAttention(nn.Module):
         # attended values before the output projection instead.
         self.dropout = nn.Dropout(dropout)
         self._backends: dict[tuple[str, bool], AttentionBackend] = {}  # resolved lazily per device
+        # kind "differential" (see the end of this module) subtracts a second softmax map scaled by a
+        # learned lambda; the module owns lambda's parameters and hands lambda to the backend.
+        differential = _REGISTRY[attention].kind == "differential"
+        self.diff_lambda = DifferentialLambda(self.head_dim // 2) if differential else None
 
     def backend_for(self, device: torch.device, need_backward: bool = False) -> AttentionBackend:
         key = (str(device), need_backward)
@@ -381,5 +385,108 @@ class MultiHeadAttention(nn.Module):
             cos, sin = cos_sin
         need_backward = torch.is_grad_enabled() and (x.requires_grad or self.qkv.weight.requires_grad)
         backend = self.backend_for(x.device, need_backward)
-        out = backend.fn(q, k, v, cu_seqlens, max_seqlen, cos, sin)
+        extra = {} if self.diff_lambda is None else {"lam": self.diff_lambda()}
+        out = backend.fn(q, k, v, cu_seqlens, max_seqlen, cos, sin, **extra)
         return self.out(self.dropout(out.reshape(total, self.d_model)))
+
+
+# --------------------------------------------------------------------------- differential backends
+# Differential attention (Ye et al. 2024, "Differential Transformer", arXiv:2410.05258):
+#     DiffAttn(X) = (softmax(Q1 K1^T / sqrt(d)) - lambda * softmax(Q2 K2^T / sqrt(d))) V
+# per head, followed by a per-head RMS normalization and a (1 - lambda_init) scale. Mapping onto the
+# backend signature: a head of width Dh = 2d holds [Q1 | Q2] (and [K1 | K2]) in its two halves, and V is
+# the full Dh, exactly the paper's layout (V of width 2d). Rotary is applied to Q1/K1 and Q2/K2 separately
+# at width d, as in the paper. Documented deviations: lambda_init is the constant 0.8 (the paper's
+# depth-dependent 0.8 - 0.6 exp(-0.3 (l - 1)) needs the layer index, which a backend does not see; the
+# paper's ablation reports the constant as equally good), and the per-head norm has no affine weights
+# (the output projection that follows can absorb a per-channel scale).
+
+DIFF_LAMBDA_INIT = 0.8
+DIFF_NORM_EPS = 1e-5
+
+
+class DifferentialLambda(nn.Module):
+    """The paper's re-parameterized scalar: lambda = exp(lq1 . lk1) - exp(lq2 . lk2) + lambda_init."""
+
+    def __init__(self, dim: int, lambda_init: float = DIFF_LAMBDA_INIT):
+        super().__init__()
+        self.lambda_init = lambda_init
+        self.vectors = nn.Parameter(torch.randn(4, dim) * 0.1)  # lq1, lk1, lq2, lk2 (init N(0, 0.1) as in the paper)
+
+    def forward(self) -> Tensor:
+        lq1, lk1, lq2, lk2 = self.vectors
+        return torch.exp((lq1 * lk1).sum()) - torch.exp((lq2 * lk2).sum()) + self.lambda_init
+
+
+def _half_width_rotary(cos: Tensor | None, sin: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+    """Rotary tables of width Dh/2 from the width-Dh ones: the half-width frequencies base^(-4i/Dh) are
+    every other full-width frequency, so no positions are needed (half-split layout, see core.rotary)."""
+    if cos is None:
+        return None, None
+    quarter = cos[:, : cos.shape[-1] // 2 : 2]
+    squarter = sin[:, : sin.shape[-1] // 2 : 2]
+    return torch.cat([quarter, quarter], dim=-1), torch.cat([squarter, squarter], dim=-1)
+
+
+def _diff_split(q: Tensor, k: Tensor, cos: Tensor | None, sin: Tensor | None):
+    dh = q.shape[-1]
+    if dh % 2 or (cos is not None and dh % 4):
+        raise ValueError(f"differential attention needs a head dim divisible by 2 (by 4 with rotary), got {dh}")
+    c, s = _half_width_rotary(cos, sin)
+    q1, q2 = (_rotate(t, c, s) for t in q.chunk(2, dim=-1))
+    k1, k2 = (_rotate(t, c, s) for t in k.chunk(2, dim=-1))
+    return q1, q2, k1, k2
+
+
+def _diff_finish(a1: Tensor, a2: Tensor, lam: Tensor | float | None) -> Tensor:
+    lam = DIFF_LAMBDA_INIT if lam is None else lam
+    out = a1 - lam * a2
+    out = out * torch.rsqrt(out.pow(2).mean(-1, keepdim=True) + DIFF_NORM_EPS)  # per-head RMS norm
+    return out * (1.0 - DIFF_LAMBDA_INIT)
+
+
+def differential_reference_attention(q, k, v, cu_seqlens, max_seqlen, cos=None, sin=None, lam=None) -> Tensor:
+    """Test oracle: explicit loop over sequences, both softmax maps materialized."""
+    q1, q2, k1, k2 = _diff_split(q, k, cos, sin)
+    scale = 1.0 / math.sqrt(q1.shape[-1])
+    lam = DIFF_LAMBDA_INIT if lam is None else lam
+    outs = []
+    for start, end in _spans(cu_seqlens):
+        if end == start:
+            continue
+        a, b, c, d, vs = (t[start:end].transpose(0, 1) for t in (q1, k1, q2, k2, v))  # [H, L, *]
+        diff = torch.softmax(a @ b.transpose(-1, -2) * scale, -1) - lam * torch.softmax(c @ d.transpose(-1, -2) * scale, -1)
+        out = (diff @ vs).transpose(0, 1)
+        outs.append(out * torch.rsqrt(out.pow(2).mean(-1, keepdim=True) + DIFF_NORM_EPS) * (1.0 - DIFF_LAMBDA_INIT))
+    return torch.cat(outs, dim=0) if outs else torch.zeros_like(v)
+
+
+def differential_attention(q, k, v, cu_seqlens, max_seqlen, cos=None, sin=None, lam=None) -> Tensor:
+    """Both softmax maps in one torch SDPA call (the two halves stacked as extra heads, V shared)."""
+    total, heads, dh = v.shape
+    if total == 0:
+        return torch.zeros_like(v)
+    q1, q2, k1, k2 = _diff_split(q, k, cos, sin)
+    qq, kk, vv = torch.cat([q1, q2], dim=1), torch.cat([k1, k2], dim=1), torch.cat([v, v], dim=1)  # [T, 2H, *]
+    batch = cu_seqlens.numel() - 1
+    if total == batch * max_seqlen:  # equal lengths: a free reshape, no mask
+        qb, kb, vb = (t.reshape(batch, max_seqlen, 2 * heads, -1).transpose(1, 2) for t in (qq, kk, vv))
+        out = F.scaled_dot_product_attention(qb, kb, vb).transpose(1, 2).reshape(total, 2 * heads, dh)
+    else:
+        (qb, mask), (kb, _), (vb, _) = (unpack(t, cu_seqlens, max_seqlen) for t in (qq, kk, vv))
+        empty = seqlens_from_cu_seqlens(cu_seqlens) == 0  # see _sdpa_padded: no all-masked rows
+        key_mask = (mask | empty[:, None])[:, None, None, :]
+        out = F.scaled_dot_product_attention(qb.transpose(1, 2), kb.transpose(1, 2), vb.transpose(1, 2),
+                                             attn_mask=key_mask).transpose(1, 2)[mask]
+    return _diff_finish(out[:, :heads], out[:, heads:], lam)
+
+
+register_attention(
+    AttentionBackend("diff_reference", differential_reference_attention, "differential", (ANY_DEVICE,), (), True,
+                     "differential attention, Python loop over sequences (test oracle)"),
+    reference=True,
+)
+register_attention(
+    AttentionBackend("diff", differential_attention, "differential", (ANY_DEVICE,), (), True,
+                     "differential attention (Differential Transformer): two softmax maps, learned lambda")
+)
