@@ -149,7 +149,18 @@ def cmd_train(args) -> int:
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             for future in [pool.submit(train_member, *c, progress=False) for c in call]:
                 future.result()
+    calibrated = None
+    (args.output / "calibration.json").unlink(missing_ok=True)
+    if stage == dom.stages[-1] and type(dom).calibrate is not registry.Domain.calibrate:  # skip loading when unused
+        from core.runs import CALIBRATION_FILE, load_members_from
+        from core.train import pick_device
+        loaded = load_members_from(dom, members, pick_device(cfg["train.device"]))
+        calibration = dom.calibrate(cfg, args.input, loaded)
+        if calibration is not None:
+            write_json(args.output / CALIBRATION_FILE, calibration)
+            calibrated = CALIBRATION_FILE
     write_json(args.output / RUN_FILE, {"domain": dom.name, "stage": stage, "members": [m.name for m in members],
+                                        "calibration": calibrated,
                                         "init": str(args.init) if args.init else None,
                                         "resolved": cfg.resolved(hashes)})
     print(f"trained {dom.name}/{stage}: {n_members} member(s) in {args.output}")

@@ -75,6 +75,12 @@ class Domain:
         """Rebuild an untrained model from checkpoint metadata (weights are loaded by the core)."""
         raise NotImplementedError
 
+    def calibrate(self, cfg: Config, prepared: Path, members: list["LoadedModel"]) -> dict[str, Any] | None:
+        """After the final stage trains: fit post-hoc calibration on held-out data (e.g. split-conformal
+        quantiles from validation residuals, temperature scaling). The JSON-safe result is saved with the run
+        and reaches `evaluate`/`predict_*` as `member.metadata["calibration"]`. None: nothing to calibrate."""
+        return None
+
     def evaluate(self, cfg: Config, prepared: Path, members: list["LoadedModel"]) -> tuple[list[dict], pd.DataFrame]:
         """Model and baselines on the same test split: (metric rows, per-sample predictions frame)."""
         raise NotImplementedError

@@ -16,6 +16,7 @@ from core.errors import UserError
 from core.io import read_json
 
 RUN_FILE = "run.json"
+CALIBRATION_FILE = "calibration.json"   # Domain.calibrate's result, shared by every member
 
 
 def member_dirs(run_dir: Path) -> list[Path]:
@@ -54,13 +55,22 @@ def check_final_stage(run_dir: Path, domain: Domain) -> None:
 def load_members(domain: Domain, run_dir: Path, device: torch.device) -> list[LoadedModel]:
     check_domain(run_dir, domain)
     check_final_stage(run_dir, domain)
+    calibration_path = Path(run_dir) / CALIBRATION_FILE
+    calibration = read_json(calibration_path) if calibration_path.exists() else None
+    return load_members_from(domain, member_dirs(run_dir), device, calibration)
+
+
+def load_members_from(domain: Domain, paths: list[Path], device: torch.device,
+                      calibration: dict | None = None) -> list[LoadedModel]:
     members = []
-    for path in member_dirs(run_dir):
+    for path in paths:
         meta = load_meta(path)
         if "train_seconds" not in meta:
             raise UserError(f"{path}: training of this member did not finish; rerun `sciformer train` (it resumes)")
         model = domain.build_model(meta["task"])
         load_weights(model, path)
         model.to(device).eval()
+        if calibration is not None:
+            meta["calibration"] = calibration
         members.append(LoadedModel(model=model, metadata=meta, path=path, device=device))
     return members

@@ -34,18 +34,22 @@ def test_domain_end_to_end(name, tmp_path, run_cli):
     code, out, err = run_cli("-q", "evaluate", "-d", name, "-i", prepared, "--model", run, "-o", tmp_path / "m.json", *sets)
     assert code == 0, err
     good, bad, message = dom.example_inputs(tmp_path)
-    out_csv = tmp_path / "pred.csv"
-    code, out, err = run_cli("-q", "predict", "-d", name, "-i", good, "-o", out_csv, "--model", run)
-    assert code == 0, err
-    frame = pd.read_csv(out_csv)
     meta_task = load_meta(run / "member_0")["task"]
-    for column in dom.output_columns(meta_task):
-        assert column in frame.columns
-    assert len(frame) == len(pd.read_csv(good))
+    suffix = dom.output_formats(meta_task)[0]   # a whole-input domain may write e.g. .npy maps
+    out_file = tmp_path / f"pred{suffix}"
+    code, out, err = run_cli("-q", "predict", "-d", name, "-i", good, "-o", out_file, "--model", run)
+    assert code == 0, err
+    assert out_file.exists() and (tmp_path / f"pred{suffix}.meta.json").exists()
+    if suffix == ".csv":
+        frame = pd.read_csv(out_file)
+        for column in dom.output_columns(meta_task):
+            assert column in frame.columns
+        if dom.streams:  # row-wise prediction keeps every input row (on_invalid=mark)
+            assert len(frame) == len(pd.read_csv(good))
     # bad input: clear error, no traceback, nothing written
-    code, out, err = run_cli("-q", "predict", "-d", name, "-i", bad, "-o", tmp_path / "bad.csv", "--model", run)
+    code, out, err = run_cli("-q", "predict", "-d", name, "-i", bad, "-o", tmp_path / f"bad{suffix}", "--model", run)
     assert code == 2 and message in err and "Traceback" not in err
-    assert not (tmp_path / "bad.csv").exists()
+    assert not (tmp_path / f"bad{suffix}").exists()
 
 
 def test_core_never_imports_a_domain():
