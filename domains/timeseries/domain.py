@@ -1,0 +1,148 @@
+"""The timeseries domain: multivariate forecasting (iTransformer / Gateformer-style, exogenous tokens,
+conformal quantiles) and variable-length series classification, on the shared core."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.config import Config
+from core.domain import Domain, LoadedModel, TrainingTask
+from core.errors import UserError
+from core.metrics import machine_label
+from domains.timeseries import baselines as B
+from domains.timeseries import classify as CL
+from domains.timeseries import conformal
+from domains.timeseries import forecast as F
+from domains.timeseries.models import Forecaster, forecast_loss
+
+FORECAST_SETS, CLASSIFY_SETS = ("vic_elec", "etth1", "csv"), (*CL.UEA, "ts")
+
+
+class TimeseriesDomain(Domain):
+    name = "timeseries"
+    description = "multivariate series -> forecasts with quantiles (iTransformer/Gateformer) or class labels"
+    stages = ("train",)
+    streams = False   # a forecast starts after the LAST row of each series: the whole input is needed
+    smoke_overrides = ("data.max_rows=900", "forecast.lookback=48", "forecast.horizon=24", "train.epochs=1",
+                       "train.max_steps=3", "train.ensemble=2", "train.progress=false", "encoder.d_model=16",
+                       "encoder.n_heads=2", "encoder.n_layers=1", "encoder.d_ff=32")
+
+    def check_config(self, values: Mapping[str, Any]) -> list[str]:
+        d, problems = values["data"], []
+        sets = FORECAST_SETS if values["task"] == "forecast" else CLASSIFY_SETS
+        if d["dataset"] not in sets:
+            problems.append(f"data.dataset: {d['dataset']!r} is not a {values['task']} dataset; choose one of "
+                            f"{', '.join(sets)}")
+        if d["dataset"] in ("csv", "ts") and not d.get("path"):
+            problems.append(f"data.path: required when data.dataset is {d['dataset']}")
+        if abs(sum(d["sizes"]) - 1.0) > 1e-6:
+            problems.append(f"data.sizes: fractions must sum to 1, got {list(d['sizes'])}")
+        q = values["forecast"]["quantiles"]
+        if not {0.1, 0.9} <= set(q) or list(q) != sorted(q):
+            problems.append(f"forecast.quantiles: need an increasing list including 0.1 and 0.9, got {list(q)}")
+        return problems
+
+    def prepare(self, cfg: Config, out_dir: Path) -> dict[str, str]:
+        return (F.prepare if cfg["task"] == "forecast" else CL.prepare)(cfg, out_dir)
+
+    # -- training ------------------------------------------------------------------------------------
+    def build_task(self, cfg: Config, prepared: Path, stage: str, init: Path | None, seed: int) -> TrainingTask:
+        if cfg["task"] == "classify":
+            return self._classify_task(cfg, prepared)
+        lookback, horizon = int(cfg["forecast.lookback"]), int(cfg["forecast.horizon"])
+        p = F.Prepared(prepared, calendar=list(cfg["data.calendar"]))
+        lin = F.choose_period(p, cfg, lookback, horizon, cfg["forecast.ridge_alphas"])
+        meta = {"kind": "forecast", "targets": p.targets, "covariates": p.covariates,
+                "calendar": list(cfg["data.calendar"]), "scaler": p.scaler.to_dict(), "freq": p.info["freq"],
+                "time_column": p.info["time_column"], "origin": str(p.time[0]), "lookback": lookback, "horizon": horizon, "period": lin["period"],
+                "arch": cfg["model.arch"], "patch": int(cfg["model.patch"]), "encoder": dict(cfg["encoder"]),
+                "allow_missing": bool(cfg["data.allow_missing"]), "quantiles": list(cfg["forecast.quantiles"]),
+                "dataset": p.info["dataset"], "ridge_alpha": lin["alpha"]}
+        model = self.build_model(meta)
+        model.init_linear(torch.tensor(lin["ridge"]["weight"].T, dtype=torch.float32),
+                          torch.tensor(lin["ridge"]["bias"], dtype=torch.float32),
+                          None if lin["cycle"] is None else torch.tensor(lin["cycle"], dtype=torch.float32))
+        collate = F.collate_fn(torch.tensor(p.z, dtype=torch.float32), torch.tensor(p.exo, dtype=torch.float32),
+                               lookback, horizon, lin["period"], meta["allow_missing"])
+        return TrainingTask(model, p.starts(0, lookback, horizon).tolist(), p.starts(1, lookback, horizon).tolist(),
+                            collate, forecast_loss, meta, val_metric="val_mse")
+
+    def _classify_task(self, cfg: Config, prepared: Path) -> TrainingTask:
+        d = CL.load(prepared)
+        train = [s for s, k in zip(d["series"], d["split"]) if k == "train"]
+        stacked = np.concatenate(train)
+        mean, std = np.nanmean(stacked, 0), np.nanstd(stacked, 0) + 1e-8
+        meta = {"kind": "classify", "dims": int(stacked.shape[1]), "classes": d["classes"].tolist(),
+                "mean": mean.tolist(), "std": std.tolist(), "encoder": dict(cfg["encoder"]),
+                "hidden": int(cfg["model.hidden"]), "dropout": float(cfg["encoder.dropout"]),
+                "dataset": cfg["data.dataset"]}
+        ex = {k: CL.make_examples([s for s, sp in zip(d["series"], d["split"]) if sp == k],
+                                  d["labels"][d["split"] == k], mean, std) for k in ("train", "val")}
+        return TrainingTask(self.build_model(meta), ex["train"], ex["val"], CL.collate, CL.classify_loss, meta)
+
+    def build_model(self, metadata: Mapping[str, Any]) -> torch.nn.Module:
+        if metadata["kind"] == "classify":
+            return CL.SequenceClassifier(metadata["dims"], len(metadata["classes"]), metadata["encoder"],
+                                         metadata["hidden"], metadata["dropout"])
+        return Forecaster(len(metadata["targets"]), len(metadata["covariates"]) + len(metadata["calendar"]),
+                          metadata["lookback"], metadata["horizon"], metadata["encoder"], arch=metadata["arch"],
+                          patch=metadata["patch"], period=metadata["period"],
+                          mask_input=metadata["allow_missing"])
+
+    def calibrate(self, cfg: Config, prepared: Path, members: list[LoadedModel]) -> dict[str, Any] | None:
+        """Split-conformal offsets from the validation windows' residuals (forecasting only)."""
+        meta = members[0].metadata["task"]
+        if meta["kind"] != "forecast":
+            return None
+        p = F.Prepared(prepared, meta)
+        st = p.starts(1, meta["lookback"], meta["horizon"])
+        x, y = B.windows(p.z, st, meta["lookback"], meta["horizon"])
+        pred = F.predict_windows(members, p.z, p.exo, st)
+        ok = ~np.isnan(y).any((1, 2))
+        return {"quantiles": meta["quantiles"], "windows": int(ok.sum()),
+                "offsets": conformal.fit_offsets(pred[ok], y[ok], conformal.window_scale(np.nan_to_num(x[ok])),
+                                                 meta["quantiles"])}
+
+    # -- evaluation ----------------------------------------------------------------------------------
+    def evaluate(self, cfg: Config, prepared: Path, members: list[LoadedModel]) -> tuple[list[dict], pd.DataFrame]:
+        from domains.timeseries.evaluation import evaluate_classify, evaluate_forecast
+        meta = members[0].metadata["task"]
+        fn = evaluate_forecast if meta["kind"] == "forecast" else evaluate_classify
+        return fn(cfg, prepared, members)
+
+    # -- batch prediction ------------------------------------------------------------------------------
+    def input_formats(self, metadata: Mapping[str, Any]) -> tuple[str, ...]:
+        return (".csv", ".parquet") if metadata["kind"] == "forecast" else (".ts", ".csv", ".parquet")
+
+    def output_columns(self, metadata: Mapping[str, Any]) -> list[str]:
+        if metadata["kind"] == "classify":
+            return ["predicted_class", *(f"p_{c}" for c in metadata["classes"])]
+        return ["unique_id", "ds", "y_pred", *(f"p{round(q * 100):02d}" for q in metadata["quantiles"])]
+
+    def validate_input(self, path: Path, columns: list[str], metadata: Mapping[str, Any]) -> None:
+        from domains.timeseries.newdata import validate
+        validate(path, columns, metadata)
+
+    def predict_whole(self, members: list[LoadedModel], input_path: Path, output_tmp: Path, output_path: Path,
+                      on_invalid: str) -> dict[str, Any]:
+        from domains.timeseries.newdata import predict_classes, predict_forecast
+        meta = members[0].metadata["task"]
+        fn = predict_forecast if meta["kind"] == "forecast" else predict_classes
+        return fn(members, input_path, output_tmp, on_invalid)
+
+    def example_inputs(self, folder: Path) -> tuple[Path, Path, str]:
+        from domains.timeseries.newdata import example_inputs
+        return example_inputs(Path(folder))
+
+    def report_figures(self, predictions: pd.DataFrame, metrics: list[dict], out_dir: Path) -> list[Path]:
+        from domains.timeseries.report import figures
+        return figures(predictions, metrics, out_dir)
+
+
+def rows_for(task: str, dataset: str, split: str, method: str, metrics: Mapping[str, float]) -> list[dict]:
+    return [{"task": task, "dataset": dataset, "split": split, "method": method, "metric": k, "value": float(v),
+             "machine": machine_label()} for k, v in metrics.items()]

@@ -1,0 +1,173 @@
+"""The forecasting task: prepare -> windows -> model/baselines on the same test windows -> conformal quantiles.
+
+Prepared folder: `series.parquet` (time, raw targets, raw covariates) + `forecast.json` (borders, names, freq).
+Everything fitted (scaler, ridge, cycle) sees training rows only; validation picks penalties and calibrates.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.config import Config
+from core.errors import UserError
+from core.io import atomic_path, file_sha256, read_json, write_json
+from domains.timeseries import baselines as B
+from domains.timeseries import conformal
+from domains.timeseries import data as D
+
+SERIES, INFO = "series.parquet", "forecast.json"
+DAY = pd.Timedelta("1D")
+
+
+def load_source(cfg: Config) -> tuple[pd.DataFrame, str, list[str], list[str], Any, dict[str, str]]:
+    """(wide frame, time column, targets, covariates, borders or None, {file: sha256})."""
+    d = cfg["data"]
+    if d["dataset"] == "vic_elec":
+        path = D.package_file("tsdata", "fpp3", "vic_elec.csv")
+        return D.load_vic_elec(), "date", ["Demand", "Temperature"], ["Holiday"], None, {path.name: file_sha256(path)}
+    if not d.get("path"):
+        raise UserError(D.ETTH1_HINT if d["dataset"] == "etth1" else "data.path: set it to your CSV/Parquet file")
+    path = Path(d["path"])
+    if not path.exists():
+        raise UserError(f"{path}: not found. " + (D.ETTH1_HINT if d["dataset"] == "etth1" else ""))
+    frame = D.read_table(path)
+    hashes = {path.name: file_sha256(path)}
+    if d["dataset"] == "etth1":
+        return frame, "date", list(frame.columns[1:]), [], D.ETTH1_BORDERS, hashes
+    covariates = list(d["covariates"])
+    if d["format"] == "long":
+        frame = D.long_to_wide(frame, path, d["id_column"], d["time_column"], d["value_column"], covariates)
+        targets = [c for c in frame.columns if c not in (d["time_column"], *covariates)]
+    else:
+        targets = list(d["targets"]) or [c for c in frame.columns if c not in (d["time_column"], *covariates)]
+    return frame, d["time_column"], targets, covariates, None, hashes
+
+
+def prepare(cfg: Config, out_dir: Path) -> dict[str, str]:
+    frame, time_col, targets, covariates, borders, hashes = load_source(cfg)
+    if cfg["data.max_rows"]:
+        frame = frame.iloc[: int(cfg["data.max_rows"])]
+        borders = None if borders is None or borders[-1][1] > len(frame) else borders
+    table = D.to_series(frame, cfg["data.path"] or cfg["data.dataset"], time_col, targets, covariates,
+                        allow_nan=bool(cfg["data.allow_missing"]))
+    borders = borders or D.borders_from_sizes(len(table.time), cfg["data.sizes"])
+    lookback, horizon = int(cfg["forecast.lookback"]), int(cfg["forecast.horizon"])
+    for name, border in zip(("train", "val", "test"), borders):
+        if len(D.window_starts(border, lookback, horizon)) < 1:
+            raise UserError(f"the {name} split (rows {border[0]}-{border[1]}) is too short for lookback {lookback} "
+                            f"+ horizon {horizon}; use more rows, other data.sizes or a shorter forecast")
+    out = pd.DataFrame(table.values, columns=targets)
+    out.insert(0, "time", table.time)
+    for k, c in enumerate(covariates):
+        out[c] = table.covariates[:, k]
+    with atomic_path(Path(out_dir) / SERIES) as tmp:
+        out.to_parquet(tmp, index=False)
+    write_json(Path(out_dir) / INFO, {"targets": targets, "covariates": covariates, "freq": table.freq,
+                                      "time_column": time_col,
+                                      "borders": [list(b) for b in borders],
+                                      "dataset": cfg["data.dataset"] if cfg["data.dataset"] != "csv"
+                                      else Path(cfg["data.path"]).stem})
+    return hashes
+
+
+class Prepared:
+    """The prepared series in model units (train-standardized), with calendar covariates and phases."""
+
+    def __init__(self, folder: Path, meta: Mapping[str, Any] | None = None, calendar=None):
+        info = read_json(Path(folder) / INFO)
+        frame = pd.read_parquet(Path(folder) / SERIES)
+        self.info, self.time = info, pd.DatetimeIndex(frame["time"])
+        self.targets, self.covariates, self.borders = info["targets"], info["covariates"], info["borders"]
+        raw = frame[self.targets].to_numpy(np.float64)
+        train_rows = raw[: self.borders[0][1]]
+        self.scaler = D.Scaler.from_dict(meta["scaler"]) if meta else D.Scaler.fit(train_rows)
+        self.z = self.scaler.transform(raw)
+        calendar = meta["calendar"] if meta else calendar
+        self.exo = np.concatenate([frame[self.covariates].to_numpy(np.float64),
+                                   D.calendar_features(self.time, calendar)], 1)
+        self.index = np.arange(len(frame))   # phase origin: the first prepared row
+
+    def starts(self, split: int, lookback: int, horizon: int) -> np.ndarray:
+        return D.window_starts(tuple(self.borders[split]), lookback, horizon)
+
+
+def steps_per_day(freq: str) -> int:
+    step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
+    return int(DAY / step) if step < DAY and DAY % step == pd.Timedelta(0) else (7 if step == DAY else 0)
+
+
+def ridge_setup(p: Prepared, lookback: int, horizon: int, period: int, alphas) -> dict[str, Any]:
+    """Closed-form cycle (train rows) + ridge (train windows, alpha by validation MSE)."""
+    train_end = p.borders[0][1]
+    cycle = B.fit_cycle(p.z[:train_end], p.index[:train_end] % period, period) if period else None
+    resid = p.z - cycle[p.index % period] if period else p.z
+    st = [p.starts(k, lookback, horizon) for k in (0, 1)]
+    x_tr, _ = B.windows(resid, st[0], lookback, horizon)
+    x_va, _ = B.windows(resid, st[1], lookback, horizon)
+    y_tr = B.windows(p.z, st[0], lookback, horizon)[1] - (B.cycle_at(cycle, st[0] % period, horizon, lookback)
+                                                           if period else 0)
+    y_va = B.windows(p.z, st[1], lookback, horizon)[1] - (B.cycle_at(cycle, st[1] % period, horizon, lookback)
+                                                           if period else 0)
+    alpha = B.choose_alpha(x_tr, y_tr, x_va, y_va, alphas)
+    fit = B.fit_ridge(x_tr, y_tr, alpha)
+    val_mse = float(np.mean((B.predict_ridge(fit, x_va) - y_va) ** 2))
+    return {"cycle": cycle, "ridge": fit, "alpha": alpha, "val_mse": val_mse, "period": period}
+
+
+def choose_period(p: Prepared, cfg: Config, lookback: int, horizon: int, alphas) -> dict[str, Any]:
+    """forecast.period: a number of steps, 0 (none) or auto = the one of {none, day, week} with the lowest
+    validation MSE of cycle + ridge, among cycles seen at least twice in the training rows."""
+    wanted = cfg["forecast.period"]
+    if wanted != "auto":
+        return ridge_setup(p, lookback, horizon, int(wanted), alphas)
+    day = steps_per_day(p.info["freq"])
+    candidates = [c for c in {0, day, 7 * day if day > 7 else 0} if 2 * c <= p.borders[0][1]]
+    fits = [ridge_setup(p, lookback, horizon, c, alphas) for c in sorted(candidates)]
+    return min(fits, key=lambda f: f["val_mse"])
+
+
+def collate_fn(z: torch.Tensor, exo: torch.Tensor, lookback: int, horizon: int, period: int, mask: bool,
+               phase_offset: int = 0):
+    """Windows by start row; `phase_offset` is the absolute row (from the training origin) of row 0."""
+    steps = torch.arange(lookback + horizon)
+
+    def collate(starts: list[int]) -> dict[str, Any]:
+        s = torch.as_tensor(starts)
+        block = z[s[:, None] + steps]
+        x, y = block[:, :lookback], block[:, lookback:]
+        batch = {"x": torch.nan_to_num(x), "y": torch.nan_to_num(y), "exo": exo[s[:, None] + steps],
+                 "phase": (s + phase_offset) % max(period, 1), "size": len(starts)}
+        if mask:
+            batch["x_mask"], batch["y_mask"] = (~x.isnan()).float(), (~y.isnan()).float()
+        return batch
+
+    return collate
+
+
+@torch.no_grad()
+def predict_windows(members, z: np.ndarray, exo: np.ndarray, starts: np.ndarray, batch: int = 512,
+                    phase_offset: int = 0) -> np.ndarray:
+    """Ensemble-mean forecasts [W, H, C] (model units) for windows starting at `starts`."""
+    meta = members[0].metadata["task"]
+    collate = collate_fn(torch.tensor(z, dtype=torch.float32), torch.tensor(exo, dtype=torch.float32),
+                         meta["lookback"], meta["horizon"], meta["period"], meta["allow_missing"], phase_offset)
+    total = 0.0
+    for m in members:
+        outs = []
+        for i in range(0, len(starts), batch):
+            b = collate(starts[i:i + batch].tolist())
+            outs.append(m.model({k: (v.to(m.device) if hasattr(v, "to") else v) for k, v in b.items()}).float().cpu())
+        total = total + torch.cat(outs).numpy()
+    return total / len(members)
+
+
+def quantile_forecasts(members, x: np.ndarray, pred: np.ndarray) -> dict[float, np.ndarray]:
+    cal = members[0].metadata.get("calibration")
+    if not cal:
+        raise UserError(f"{members[0].path.parent}: no conformal calibration in this run; retrain it with "
+                        "`sciformer train` (calibration is fitted on validation windows after training)")
+    return conformal.apply_offsets(pred, conformal.window_scale(np.nan_to_num(x)), cal["offsets"])
