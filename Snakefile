@@ -9,9 +9,11 @@ configfile: "workflows/config.yaml"
 
 include: "workflows/common.smk"
 include: "workflows/molecules.smk"
+include: "workflows/timeseries.smk"
 
 
 rule all:
     default_target: True
     input:
         rules.molecules.input,
+        rules.timeseries.input,

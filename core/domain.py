@@ -149,20 +149,24 @@ def register_domain(cls: type[Domain]) -> type[Domain]:
     return cls
 
 
+def _load(ep: metadata.EntryPoint) -> None:
+    if ep.name in _REGISTRY or ep.name in _BROKEN:
+        return
+    try:
+        _REGISTRY[ep.name] = ep.load()
+    except Exception as exc:  # a broken third-party domain must not take the others down
+        _BROKEN[ep.name] = f"{type(exc).__name__}: {exc}"
+
+
 def _discover() -> None:
+    """Load every registered domain (for listing them); `get_domain` loads only the one it needs, so a CLI
+    call does not pay for every domain's imports (rdkit, open3d, ...)."""
     global _DISCOVERED
     if _DISCOVERED:
         return
     _DISCOVERED = True
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in _REGISTRY:
-            continue
-        try:
-            cls = ep.load()
-        except Exception as exc:  # a broken third-party domain must not take the others down
-            _BROKEN[ep.name] = f"{type(exc).__name__}: {exc}"
-            continue
-        _REGISTRY[ep.name] = cls
+        _load(ep)
 
 
 _BROKEN: dict[str, str] = {}
@@ -179,7 +183,10 @@ def broken_domains() -> dict[str, str]:
 
 
 def get_domain(name: str) -> Domain:
-    _discover()
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP, name=name):
+        _load(ep)
+    if name not in _REGISTRY:
+        _discover()  # for the error message: which domains exist
     if name not in _REGISTRY:
         why = f" (it failed to load: {_BROKEN[name]})" if name in _BROKEN else ""
         raise UserError(f"unknown domain {name!r}{why}; known domains: {', '.join(sorted(_REGISTRY)) or 'none'}"

@@ -1,9 +1,8 @@
 """Split-conformal forecast quantiles, pinball loss and coverage.
 
-Scores are residuals divided by each window's lookback spread (locally adaptive conformal): a calm window
-gets a narrow band, a volatile one a wide band, and a test period whose level of volatility differs from the
-validation period still gets calibrated bands. One offset per (horizon step, channel, quantile), taken as the
-finite-sample conformal order statistic of the validation scores.
+Scores are residuals, optionally divided by each window's lookback spread (`scale=lookback_std`, locally
+adaptive conformal: calm windows get narrow bands, volatile ones wide bands). One offset per (horizon step,
+channel, quantile): the finite-sample conformal order statistic of the validation scores.
 """
 from __future__ import annotations
 
@@ -12,8 +11,13 @@ import math
 import numpy as np
 
 
-def window_scale(x: np.ndarray) -> np.ndarray:
-    """Per-window, per-channel spread of the lookback [W, 1, C] (floored so flat windows stay finite)."""
+SCALES = ("none", "lookback_std")
+
+
+def window_scale(x: np.ndarray, how: str = "lookback_std") -> np.ndarray:
+    """Per-window, per-channel score scale [W, 1, C]: 1, or the lookback's spread (floored: flat windows)."""
+    if how == "none":
+        return np.ones((x.shape[0], 1, x.shape[2]))
     return np.maximum(x.std(1, keepdims=True), 1e-3)
 
 

@@ -103,8 +103,9 @@ class TimeseriesDomain(Domain):
         x, y = B.windows(p.z, st, meta["lookback"], meta["horizon"])
         pred = F.predict_windows(members, p.z, p.exo, st)
         ok = ~np.isnan(y).any((1, 2))
-        return {"quantiles": meta["quantiles"], "windows": int(ok.sum()),
-                "offsets": conformal.fit_offsets(pred[ok], y[ok], conformal.window_scale(np.nan_to_num(x[ok])),
+        scale = cfg["forecast.conformal_scale"]
+        return {"quantiles": meta["quantiles"], "windows": int(ok.sum()), "scale": scale,
+                "offsets": conformal.fit_offsets(pred[ok], y[ok], conformal.window_scale(np.nan_to_num(x[ok]), scale),
                                                  meta["quantiles"])}
 
     # -- evaluation ----------------------------------------------------------------------------------

@@ -51,7 +51,8 @@ def evaluate_forecast(cfg: Config, prepared: Path, members: list[LoadedModel]):
     lin = F.ridge_setup(p, lb, h, 0, cfg["forecast.ridge_alphas"])
     x_np = np.nan_to_num(x)
     base = {"naive": B.naive(x_np, h), "ridge": B.predict_ridge(lin["ridge"], x_np)}
-    season = period or F.steps_per_day(p.info["freq"])
+    # seasonal naive needs the whole season inside the lookback: the cycle if it fits, else one day
+    season = period if 0 < period <= lb else F.steps_per_day(p.info["freq"])
     if season:
         base[f"seasonal-naive-{season}"] = B.seasonal_naive(x_np, h, season)
     if period:

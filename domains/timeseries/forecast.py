@@ -170,4 +170,4 @@ def quantile_forecasts(members, x: np.ndarray, pred: np.ndarray) -> dict[float, 
     if not cal:
         raise UserError(f"{members[0].path.parent}: no conformal calibration in this run; retrain it with "
                         "`sciformer train` (calibration is fitted on validation windows after training)")
-    return conformal.apply_offsets(pred, conformal.window_scale(np.nan_to_num(x)), cal["offsets"])
+    return conformal.apply_offsets(pred, conformal.window_scale(np.nan_to_num(x), cal["scale"]), cal["offsets"])
