@@ -114,7 +114,7 @@ def train_member(domain: str, config: str | None, overrides: list[str], prepared
     dom = registry.get_domain(domain)
     cfg = dom.config(config, overrides)
     # a domain section named after the stage may override train.* for it, e.g. pretrain.train.epochs
-    train_cfg = {**cfg["train"], **(cfg.get(f"{stage}.train") or {}), "progress": progress}
+    train_cfg = {**dom.train_settings(cfg, stage), "progress": progress}
     seed = int(cfg["seed"]) + k
     seed_everything(seed)  # before the model is built: its initial weights come from the global RNG
     task = dom.build_task(cfg, prepared, stage, init, seed)

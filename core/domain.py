@@ -59,6 +59,11 @@ class Domain:
         """Cross-field rules a JSON schema cannot express; return problems (key path + fix)."""
         return []
 
+    def train_settings(self, cfg: Config, stage: str) -> dict[str, Any]:
+        """The train.* settings of a stage: a section named after the stage may override them
+        (e.g. pretrain.train.epochs); a domain with several tasks may add its own layer."""
+        return {**cfg["train"], **(cfg.get(f"{stage}.train") or {})}
+
     def config(self, config_file: str | Path | None = None, overrides: list[str] | None = None) -> Config:
         return resolve(self.name, self.default_config_path(), self.schema(), config_file, overrides,
                        extra_check=self.check_config)

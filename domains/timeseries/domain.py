@@ -46,6 +46,11 @@ class TimeseriesDomain(Domain):
             problems.append(f"forecast.quantiles: need an increasing list including 0.1 and 0.9, got {list(q)}")
         return problems
 
+    def train_settings(self, cfg: Config, stage: str) -> dict[str, Any]:
+        """Classification trains from scratch with its own settings (classify.train.*)."""
+        base = super().train_settings(cfg, stage)
+        return {**base, **(cfg.get("classify.train") or {})} if cfg["task"] == "classify" else base
+
     def prepare(self, cfg: Config, out_dir: Path) -> dict[str, str]:
         return (F.prepare if cfg["task"] == "forecast" else CL.prepare)(cfg, out_dir)
 
