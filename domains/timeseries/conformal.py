@@ -1,8 +1,13 @@
 """Split-conformal forecast quantiles, pinball loss and coverage.
 
-Scores are residuals, optionally divided by each window's lookback spread (`scale=lookback_std`, locally
-adaptive conformal: calm windows get narrow bands, volatile ones wide bands). One offset per (horizon step,
-channel, quantile): the finite-sample conformal order statistic of the validation scores.
+Scores are residuals divided by a per-window scale known at forecast time (locally adaptive conformal):
+`lagged_error` (default) is the RMS error of the forecast issued one horizon earlier, whose targets are
+already observed, so bands widen when the model has recently been wrong and narrow when it has been right;
+this keeps coverage when the test period is calmer or wilder than validation (ETTh1's test errors are half
+its validation errors). `lookback_std` uses the lookback's spread; `none` plain residuals.
+Measured p10-p90 test coverage (nominal .80), none / lookback_std / lagged_error: ETTh1 .886/.831/.825,
+vic_elec .784/.757/.777. One offset per (horizon step, channel, quantile): the finite-sample conformal order
+statistic of the validation scores.
 """
 from __future__ import annotations
 
@@ -11,14 +16,20 @@ import math
 import numpy as np
 
 
-SCALES = ("none", "lookback_std")
+SCALES = ("none", "lookback_std", "lagged_error")
+FLOOR = 1e-3   # flat windows / perfect past forecasts must not give zero-width bands
 
 
 def window_scale(x: np.ndarray, how: str = "lookback_std") -> np.ndarray:
-    """Per-window, per-channel score scale [W, 1, C]: 1, or the lookback's spread (floored: flat windows)."""
+    """Per-window, per-channel score scale [W, 1, C] from the lookback alone: 1, or its spread."""
     if how == "none":
         return np.ones((x.shape[0], 1, x.shape[2]))
-    return np.maximum(x.std(1, keepdims=True), 1e-3)
+    return np.maximum(x.std(1, keepdims=True), FLOOR)
+
+
+def lagged_error_scale(truth: np.ndarray, earlier_pred: np.ndarray) -> np.ndarray:
+    """RMS over the horizon of the earlier forecast's (observed) errors: [W, H, C] -> [W, 1, C]."""
+    return np.maximum(np.sqrt(np.nanmean((truth - earlier_pred) ** 2, axis=1, keepdims=True)), FLOOR)
 
 
 def fit_offsets(pred: np.ndarray, y: np.ndarray, scale: np.ndarray, quantiles) -> dict[str, list]:

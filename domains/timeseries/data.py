@@ -136,13 +136,15 @@ def check_regular(time: pd.DatetimeIndex, path, freq: str | None = None) -> str:
     """The step between rows must be constant: windows assume it. Name the first gap or irregular step."""
     if len(time) < 3:
         raise UserError(f"{path}: only {len(time)} timestamps; need a regular series of many steps")
-    step = pd.Timedelta(freq) if freq else pd.Series(time).diff().mode().iloc[0]
+    step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq)) if freq else pd.Series(time).diff().mode().iloc[0]
     diffs = pd.Series(time).diff().iloc[1:]
     bad = diffs != step
     if bad.any():
         i = int(np.argmax(bad.to_numpy())) + 1
-        what = "missing timestamp(s)" if diffs.iloc[i - 1] > step else "an irregular step"
-        raise UserError(f"{path}: {what} between {time[i - 1]} and {time[i]} (the series steps every {step}); "
+        gap = diffs.iloc[i - 1]
+        what = "missing timestamp(s)" if gap > step and gap % step == pd.Timedelta(0) else "an irregular step"
+        every = pd.tseries.frequencies.to_offset(step).freqstr
+        raise UserError(f"{path}: {what} between {time[i - 1]} and {time[i]} (the series steps every {every}); "
                         "reindex to a regular grid and fill the gaps")
     return pd.tseries.frequencies.to_offset(step).freqstr
 

@@ -105,13 +105,15 @@ class TimeseriesDomain(Domain):
             return None
         p = F.Prepared(prepared, meta)
         st = p.starts(1, meta["lookback"], meta["horizon"])
-        x, y = B.windows(p.z, st, meta["lookback"], meta["horizon"])
+        st = st[st >= meta["horizon"]] if len(st[st >= meta["horizon"]]) >= 2 else st
+        y = B.windows(p.z, st, meta["lookback"], meta["horizon"])[1]
         pred = F.predict_windows(members, p.z, p.exo, st)
+        how = cfg["forecast.conformal_scale"]
+        scale = F.score_scale(members, how, p.z, p.exo, st, fallback=np.ones(len(p.targets)))
         ok = ~np.isnan(y).any((1, 2))
-        scale = cfg["forecast.conformal_scale"]
-        return {"quantiles": meta["quantiles"], "windows": int(ok.sum()), "scale": scale,
-                "offsets": conformal.fit_offsets(pred[ok], y[ok], conformal.window_scale(np.nan_to_num(x[ok]), scale),
-                                                 meta["quantiles"])}
+        return {"quantiles": meta["quantiles"], "windows": int(ok.sum()), "scale": how,
+                "median_scale": np.median(scale[ok][:, 0], 0).tolist(),   # for windows without an earlier forecast
+                "offsets": conformal.fit_offsets(pred[ok], y[ok], scale[ok], meta["quantiles"])}
 
     # -- evaluation ----------------------------------------------------------------------------------
     def evaluate(self, cfg: Config, prepared: Path, members: list[LoadedModel]) -> tuple[list[dict], pd.DataFrame]:

@@ -37,7 +37,9 @@ def evaluate_forecast(cfg: Config, prepared: Path, members: list[LoadedModel]):
     st_test = p.starts(2, lb, h)
     x, y = B.windows(p.z, st_test, lb, h)
     pred = F.predict_windows(members, p.z, p.exo, st_test)
-    quant = F.quantile_forecasts(members, x, pred)
+    cal = F.calibration(members)
+    quant = F.quantile_forecasts(members, pred, F.score_scale(members, cal["scale"], p.z, p.exo, st_test,
+                                                              fallback=cal["median_scale"]))
     lo, hi = quant[min(quant)], quant[max(quant)]
     ok = ~np.isnan(y)
     method = f"sciformer-{meta['arch']}"

@@ -105,16 +105,22 @@ def predict_forecast(members, path: Path, out_tmp: Path, on_invalid: str) -> dic
     table, fut_cov, stamps = read_new_series(path, meta)
     lb, h = meta["lookback"], meta["horizon"]
     scaler = D.Scaler.from_dict(meta["scaler"])
-    z = scaler.transform(table.values[-lb:])
-    times = table.time[-lb:].append(stamps)
-    cov = np.concatenate([table.covariates[-lb:], fut_cov], 0) if fut_cov is not None else np.zeros((lb + h, 0))
+    # the last lookback + horizon rows when there are that many: the forecast issued one horizon ago (its
+    # errors are now observed) scales the conformal band; with less history the calibration's median does
+    n = min(len(table.time), lb + h)
+    z = scaler.transform(table.values[-n:])
+    times = table.time[-n:].append(stamps)
+    cov = np.concatenate([table.covariates[-n:], fut_cov], 0) if fut_cov is not None else np.zeros((n + h, 0))
     exo = np.concatenate([cov, D.calendar_features(times, meta["calendar"])], 1)
     # the cycle's phase continues from the training series' first timestamp
     step = pd.Timedelta(pd.tseries.frequencies.to_offset(meta["freq"]))
     first = int(round((times[0] - pd.Timestamp(meta["origin"])) / step))
     z_full = np.concatenate([z, np.zeros((h, z.shape[1]))], 0)   # targets of the future are unknown
-    pred = F.predict_windows(members, z_full, exo, np.array([0]), phase_offset=first)
-    quant = F.quantile_forecasts(members, z[None], pred)
+    start = np.array([n - lb])
+    pred = F.predict_windows(members, z_full, exo, start, phase_offset=first)
+    cal = F.calibration(members)
+    scale = F.score_scale(members, cal["scale"], z_full, exo, start, first, fallback=cal["median_scale"])
+    quant = F.quantile_forecasts(members, pred, scale)
     rows = []
     for c, name in enumerate(meta["targets"]):
         def raw(v):
@@ -125,7 +131,9 @@ def predict_forecast(members, path: Path, out_tmp: Path, on_invalid: str) -> dic
         rows.append(part)
     out = pd.concat(rows, ignore_index=True)
     _write(out, out_tmp)
-    return {"rows_in": len(table.time), "rows_out": len(out), "status": {"forecast": len(meta["targets"])}}
+    band = "band_from_last_forecast_error" if n == lb + h or cal["scale"] != "lagged_error" else \
+        "band_from_median_error (history shorter than lookback + horizon)"
+    return {"rows_in": len(table.time), "rows_out": len(out), "status": {f"forecast, {band}": len(meta["targets"])}}
 
 
 def read_classify_input(path: Path, meta: Mapping[str, Any]) -> list[np.ndarray]:
