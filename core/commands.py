@@ -132,7 +132,7 @@ def cmd_train(args) -> int:
     if args.init and not args.init.exists():
         raise UserError(f"--init {args.init}: no such run directory; train the earlier stage first")
     # only the final stage is an ensemble: pretraining once is enough to initialize every member
-    n_members = int(cfg["train.ensemble"]) if stage == dom.stages[-1] else 1
+    n_members = int(dom.train_settings(cfg, stage)["ensemble"]) if stage == dom.stages[-1] else 1
     members = [args.output / f"member_{k}" for k in range(n_members)]
     (args.output / RUN_FILE).unlink(missing_ok=True)  # written again only when every member is done
     fingerprint = run_fingerprint(cfg, stage, args.init, hashes)

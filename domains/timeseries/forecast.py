@@ -70,8 +70,8 @@ def prepare(cfg: Config, out_dir: Path) -> dict[str, str]:
     write_json(Path(out_dir) / INFO, {"targets": targets, "covariates": covariates, "freq": table.freq,
                                       "time_column": time_col,
                                       "borders": [list(b) for b in borders],
-                                      "dataset": cfg["data.dataset"] if cfg["data.dataset"] != "csv"
-                                      else Path(cfg["data.path"]).stem})
+                                      "dataset": {"etth1": "ETTh1"}.get(cfg["data.dataset"], cfg["data.dataset"])
+                                      if cfg["data.dataset"] != "csv" else Path(cfg["data.path"]).stem})
     return hashes
 
 
