@@ -15,7 +15,7 @@ log = logging.getLogger("sciformer")
 
 def _common(p: argparse.ArgumentParser, needs_domain: bool = True) -> None:
     if needs_domain:
-        p.add_argument("-d", "--domain", required=True, choices=registry.domain_names(), help="domain name")
+        p.add_argument("-d", "--domain", required=True, choices=registry.registered_names(), help="domain name")
     p.add_argument("--config", help="YAML file overriding the domain's defaults")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set train.lr=1e-3 (repeatable)")

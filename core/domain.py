@@ -178,8 +178,14 @@ _BROKEN: dict[str, str] = {}
 
 
 def domain_names() -> list[str]:
+    """Names of the loadable domains (loads every one: use `registered_names` where names suffice)."""
     _discover()
     return sorted(_REGISTRY)
+
+
+def registered_names() -> list[str]:
+    """Every registered domain name, without importing any domain (e.g. for the CLI's --domain choices)."""
+    return sorted({*_REGISTRY, *(ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP))})
 
 
 def broken_domains() -> dict[str, str]:
