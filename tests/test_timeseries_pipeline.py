@@ -82,3 +82,32 @@ def test_classification_on_variable_lengths_beats_chance(tmp_path, run_cli):
     assert code == 0, err
     got = pd.read_csv(tmp_path / "classes.csv")
     assert len(got) == 40 and got.filter(like="p_").sum(axis=1).round(4).eq(1).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["wide", "long"])
+def test_own_csv_with_gaps_needs_allow_missing(tmp_path, run_cli, layout):
+    """A user's file with missing values: a clear error by default; with data.allow_missing the model reads
+    the observed-mask, trains, evaluates and forecasts."""
+    from domains.timeseries.data import load_vic_elec
+    frame = load_vic_elec().iloc[:1500].reset_index(drop=True)
+    frame.loc[[200, 201, 900], "Demand"] = np.nan
+    if layout == "long":
+        frame = pd.concat([pd.DataFrame({"unique_id": s, "ds": frame.date, "y": frame[s], "Holiday": frame.Holiday})
+                           for s in ("Demand", "Temperature")])
+    path = tmp_path / "mine.csv"
+    frame.to_csv(path, index=False)
+    sets = ["data.dataset=csv", f"data.path={path}", f"data.format={layout}", "data.covariates=[Holiday]",
+            "forecast.lookback=48", "forecast.horizon=12", "train.max_steps=3", "train.progress=false",
+            "encoder.d_model=16", "encoder.n_heads=2", "encoder.n_layers=1", "encoder.d_ff=32"]
+    args = [a for s in sets for a in ("--set", s)]
+    code, out, err = run_cli("-q", "prepare", "-d", "timeseries", "-o", tmp_path / "p0", *args)
+    assert code == 2 and "'Demand' is missing a value at" in err and "allow_missing" in err
+    args += ["--set", "data.allow_missing=true"]
+    assert run_cli("-q", "prepare", "-d", "timeseries", "-o", tmp_path / "p", *args)[0] == 0
+    assert run_cli("-q", "train", "-d", "timeseries", "-i", tmp_path / "p", "-o", tmp_path / "run", *args)[0] == 0
+    code, out, err = run_cli("-q", "evaluate", "-d", "timeseries", "-i", tmp_path / "p", "--model", tmp_path / "run",
+                             "-o", tmp_path / "m.json", *args)
+    assert code == 0, err
+    rows = json.loads((tmp_path / "m.json").read_text())["rows"]
+    assert all(np.isfinite(r["value"]) for r in rows)

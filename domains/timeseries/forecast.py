@@ -40,12 +40,14 @@ def load_source(cfg: Config) -> tuple[pd.DataFrame, str, list[str], list[str], A
     if d["dataset"] == "etth1":
         return frame, "date", list(frame.columns[1:]), [], D.ETTH1_BORDERS, hashes
     covariates = list(d["covariates"])
+    time_col = d["time_column"]
     if d["format"] == "long":
-        frame = D.long_to_wide(frame, path, d["id_column"], d["time_column"], d["value_column"], covariates)
-        targets = [c for c in frame.columns if c not in (d["time_column"], *covariates)]
+        time_col = d["ds_column"]
+        frame = D.long_to_wide(frame, path, d["id_column"], time_col, d["value_column"], covariates)
+        targets = [c for c in frame.columns if c not in (time_col, *covariates)]
     else:
-        targets = list(d["targets"]) or [c for c in frame.columns if c not in (d["time_column"], *covariates)]
-    return frame, d["time_column"], targets, covariates, None, hashes
+        targets = list(d["targets"]) or [c for c in frame.columns if c not in (time_col, *covariates)]
+    return frame, time_col, targets, covariates, None, hashes
 
 
 def prepare(cfg: Config, out_dir: Path) -> dict[str, str]:
@@ -113,6 +115,13 @@ def ridge_setup(p: Prepared, lookback: int, horizon: int, period: int, alphas) -
                                                            if period else 0)
     y_va = B.windows(p.z, st[1], lookback, horizon)[1] - (B.cycle_at(cycle, st[1] % period, horizon, lookback)
                                                            if period else 0)
+    # with data.allow_missing, the closed form is fitted on the windows that are complete
+    keep_tr = ~(np.isnan(x_tr).any((1, 2)) | np.isnan(y_tr).any((1, 2)))
+    keep_va = ~(np.isnan(x_va).any((1, 2)) | np.isnan(y_va).any((1, 2)))
+    if keep_tr.sum() < 2 or keep_va.sum() < 1:
+        raise UserError("too few complete windows (without missing values) to fit the ridge/cycle forecaster; "
+                        "fill the gaps or use a shorter forecast.lookback")
+    x_tr, y_tr, x_va, y_va = x_tr[keep_tr], y_tr[keep_tr], x_va[keep_va], y_va[keep_va]
     alpha = B.choose_alpha(x_tr, y_tr, x_va, y_va, alphas)
     fit = B.fit_ridge(x_tr, y_tr, alpha)
     val_mse = float(np.mean((B.predict_ridge(fit, x_va) - y_va) ** 2))
