@@ -6,14 +6,14 @@ export OMP_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
 CORES ?= 2
 
-.PHONY: setup run test test-fast doctor pretrain bench-molecules freeze clean
+.PHONY: setup run test test-fast doctor pretrain bench-molecules bench-timeseries bench-spectra freeze clean
 
 setup:                       ## create .venv with every design-card package (idempotent)
 	bash env/install.sh
 
-run: setup                   ## the default molecules pipeline: prepare -> train -> evaluate -> predict -> report
-	$(BIN)/snakemake -c$(CORES) molecules
-	$(BIN)/snakemake molecules --report results/molecules/report.html
+run: setup                   ## every domain's default pipeline on embedded data: prepare -> train -> evaluate -> predict -> report
+	$(BIN)/snakemake -c$(CORES) all
+	$(BIN)/snakemake all --report results/report.html
 
 test: setup                  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -n $(CORES) --durations=15
@@ -30,6 +30,12 @@ pretrain: setup              ## reproduce the committed encoder checkpoint data/
 
 bench-molecules: setup       ## FreeSolv (5 scaffold splits) + solubility: model vs baselines (vs chemprop if installed)
 	$(BIN)/python benchmarks/molecules.py --chemprop --commit
+
+bench-timeseries: setup      ## ETTh1 (../shared/data or --etth1) + vic_elec + UEA classification, with neuralforecast
+	$(BIN)/python benchmarks/timeseries.py --neuralforecast --commit
+
+bench-spectra: setup         ## lifetime (simulated + OOD IRFs) vs MLE/LSQ/phasor/midpoint/flimlib; NIR vs PLS
+	$(BIN)/python benchmarks/spectra.py --commit
 
 freeze:                      ## regenerate the pins after a deliberate upgrade
 	$(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu/torch==2.13.0/' > env/constraints.txt
