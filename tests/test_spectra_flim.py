@@ -89,3 +89,36 @@ def test_flimlib_peer_returns_finite_ordered_estimates():
     est = fit.flimlib_lma(d["counts"], d["irf"], s)
     assert all(np.isfinite(est[k]).all() for k in est)
     assert (est["tau1"] <= est["tau2"]).all() and ((est["a"] >= 0) & (est["a"] <= 1)).all()
+
+
+@pytest.mark.parametrize("gates, bins", [(256, 32), (176, 32), (256, 48)])
+def test_log_bins_cover_the_window_with_one_gate_bins_over_the_rise(gates, bins):
+    from domains.spectra.model import log_bin_edges
+    edges = np.array(log_bin_edges(gates, 20.0, bins))
+    widths = np.diff(edges)
+    assert len(widths) == bins and edges[0] == 0 and edges[-1] == gates and (widths >= 1).all()
+    assert (widths[1:17] == 1).all() and edges[1] <= 15 and edges[17] >= 30   # IRF peak 20-23, tau1 >= 4 gates
+    assert (np.diff(widths[17:]) >= -1).all()                                   # widening after the rise
+
+
+def test_lifetime_tokens_are_binned_fractions_and_moments():
+    import torch
+    from domains.spectra.model import LifetimeModel, log_bin_edges
+    s = FlimSetting()
+    d = simulate(s, 64, seed=11)
+    meta = {"gates": 256, "gate_ps": s.gate_ps, "patch": 16, "bin_edges": log_bin_edges(256, 20.0, 32),
+            "irf_center_gates": 20.0, "irf_gates": 76, "tau1": [0.2, 0.5], "tau2": [2.0, 3.0], "hidden": 8,
+            "dropout": 0.0, "encoder": {"d_model": 8, "n_heads": 1, "n_layers": 1, "d_ff": 16, "dropout": 0.0,
+                                        "attention": "sdpa", "rotary": False, "max_len": 8}}
+    model = LifetimeModel(meta)
+    counts = torch.from_numpy(d["counts"].astype(np.float32))
+    tokens, scalars = model.tokens(counts, torch.from_numpy(d["irf"]))
+    assert tokens.shape == (64, 2, 32) and scalars.shape == (64, 5)
+    sums = np.add.reduceat(d["counts"], meta["bin_edges"][:-1], axis=1)
+    frac = sums / d["counts"].sum(1, keepdims=True)
+    np.testing.assert_allclose(tokens[:, :, :16].reshape(64, 32).numpy() ** 2, frac * 32 / 8, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(scalars[:, 0].numpy(), np.log10(d["counts"].sum(1)) - 2.5, rtol=1e-5)
+    # decay delay (histogram mean minus IRF mean, ns) grows with the mean lifetime
+    delay = scalars[:, 1].numpy() + 1.5
+    assert np.corrcoef(delay, d["a"] * d["tau1"] ** 2 + (1 - d["a"]) * d["tau2"] ** 2)[0, 1] > 0.8
+    assert model({"counts": counts, "irf": torch.from_numpy(d["irf"])}).shape == (64, 4)

@@ -30,7 +30,7 @@ class SpectraDomain(Domain):
     def check_config(self, values: Mapping[str, Any]) -> list[str]:
         problems = []
         lt, n = values["lifetime"], values["nir"]
-        for key in ("photons", "irf_fwhm_ps", "tau1", "tau2"):
+        for key in ("photons", "train_photons", "irf_fwhm_ps", "tau1", "tau2"):
             pair = lt.get(key)
             if pair is not None and pair[0] > pair[1]:
                 problems.append(f"lifetime.{key}: [min, max] expected, got {pair}")
@@ -59,6 +59,10 @@ class SpectraDomain(Domain):
 
     def build_model(self, metadata: Mapping[str, Any]):
         return lifetime_model(metadata) if metadata["kind"] == "lifetime" else nir_model(metadata)
+
+    def calibrate(self, cfg: Config, prepared: Path, members: list[LoadedModel]) -> dict[str, Any] | None:
+        """nir: how much of the learned correction to PLS to keep, chosen on the validation spectra."""
+        return nir.calibrate_nir(cfg, prepared, members) if cfg["task"] == "nir" else None
 
     def evaluate(self, cfg: Config, prepared: Path, members: list[LoadedModel]) -> tuple[list[dict], pd.DataFrame]:
         kind = members[0].metadata["task"]["kind"]

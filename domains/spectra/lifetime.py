@@ -14,9 +14,9 @@ from core.errors import UserError
 from core.io import atomic_path, file_sha256
 from core.metrics import machine_label
 from domains.spectra import fit
-from domains.spectra.flim import FlimSetting, setting_from_config, simulate
-from domains.spectra.model import (LIFETIME_TARGETS, LifetimeCollate, l1_loss, lifetime_model, run_members,
-                                   target_ranges)
+from domains.spectra.flim import IRF_SPAN_NS, FlimSetting, setting_from_config, simulate
+from domains.spectra.model import (LIFETIME_TARGETS, LifetimeCollate, l1_loss, lifetime_model, log_bin_edges,
+                                   run_lifetime, target_ranges)
 
 # test sets: (file stem, dataset name in the metric rows, config count key, changes to the setting)
 TEST_SETS = (("test", "sim-100-1000", "n_test", {}),
@@ -35,13 +35,16 @@ def setting_from_meta(meta: Mapping[str, Any]) -> FlimSetting:
 
 def prepare(cfg: Config, out_dir: Path) -> dict[str, str]:
     setting = setting_of(cfg)
-    if setting.gates % int(cfg["lifetime.patch"]):
-        raise UserError(f"lifetime.patch={cfg['lifetime.patch']} does not divide the {setting.gates} gates; "
-                        "choose a divisor (e.g. 16 or 32 for 256 gates, 16 or 22 for 176)")
+    n_bins = int(cfg["lifetime.bins"]) or setting.gates
+    if n_bins % int(cfg["lifetime.patch"]):
+        raise UserError(f"lifetime.patch={cfg['lifetime.patch']} does not divide the {n_bins} "
+                        f"{'bins' if cfg['lifetime.bins'] else 'gates'}; choose a divisor (e.g. 8 for 32 bins)")
     seed = int(cfg["seed"]) * 1000
     sizes = {"train": cfg["lifetime.n_train"], "val": cfg["lifetime.n_val"],
              **{stem: cfg[f"lifetime.{key}"] for stem, _, key, _ in TEST_SETS}}
     changes = {stem: ch for stem, _, _, ch in TEST_SETS}
+    if cfg.get("lifetime.train_photons"):   # train on a wider photon range; the test sets keep theirs
+        changes["train"] = changes["val"] = {"photons": tuple(float(v) for v in cfg["lifetime.train_photons"])}
     hashes = {}
     for stem, n in sizes.items():
         if not n:
@@ -73,13 +76,23 @@ def scaled_targets(data: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> n
 
 def metadata(cfg: Config) -> dict[str, Any]:
     setting = setting_of(cfg)
-    return {"kind": "lifetime", "setting": {k: list(v) if isinstance(v, tuple) else v
+    meta = {"kind": "lifetime", "setting": {k: list(v) if isinstance(v, tuple) else v
                                             for k, v in setting.__dict__.items()},
             "gates": setting.gates, "gate_ps": setting.gate_ps, "tau1": list(setting.tau1),
             "tau2": list(setting.tau2), "patch": int(cfg["lifetime.patch"]), "encoder": dict(cfg["encoder"]),
             "hidden": int(cfg["head.hidden"]), "dropout": float(cfg["head.dropout"]),
             "min_photons": float(cfg["lifetime.min_photons"]), "predict_bin": int(cfg["lifetime.predict_bin"]),
-            "compare_pixels": int(cfg["lifetime.compare_pixels"])}
+            "compare_pixels": int(cfg["lifetime.compare_pixels"]),
+            "irf_center_gates": setting.irf_center_gates,
+            # the IRF's support: the simulator draws IRFs only up to IRF_SPAN_NS after the latest peak
+            "irf_gates": min(setting.gates, int(np.ceil(setting.irf_center_gates + setting.irf_jitter_gates
+                                                        + IRF_SPAN_NS / setting.gate_ns)) + 1)}
+    if cfg["lifetime.bins"]:   # log-spaced bins (stored: prediction rebuilds the same projection); 0 = gates
+        try:
+            meta["bin_edges"] = log_bin_edges(setting.gates, setting.irf_center_gates, int(cfg["lifetime.bins"]))
+        except ValueError as err:
+            raise UserError(str(err)) from None
+    return meta
 
 
 def build_task(cfg: Config, prepared: Path) -> TrainingTask:
@@ -89,8 +102,8 @@ def build_task(cfg: Config, prepared: Path) -> TrainingTask:
         raise UserError(f"{prepared}: prepared histograms have {train['counts'].shape[1]} gates but the config "
                         f"says {meta['gates']}; prepare again with the same lifetime settings")
     model = lifetime_model(meta)
-    collate_train = LifetimeCollate(train["counts"], train["irf"], scaled_targets(train, meta), meta["patch"])
-    collate_val = LifetimeCollate(val["counts"], val["irf"], scaled_targets(val, meta), meta["patch"])
+    collate_train = LifetimeCollate(train["counts"], train["irf"], scaled_targets(train, meta))
+    collate_val = LifetimeCollate(val["counts"], val["irf"], scaled_targets(val, meta))
     # the trainer feeds lists of indices; val indices are offset so one collate can serve both sets
     both = _TwoSetCollate(collate_train, collate_val, len(train["counts"]))
     n_train = len(train["counts"])
@@ -111,7 +124,7 @@ class _TwoSetCollate:
 def predict_arrays(members: list[LoadedModel], counts: np.ndarray, irf: np.ndarray) -> dict[str, np.ndarray]:
     """Model estimates in physical units (ns; A in [0, 1]), mean over ensemble members."""
     meta = members[0].metadata["task"]
-    mean, _ = run_members(members, LifetimeCollate(counts, irf, None, meta["patch"]), len(counts))
+    mean = run_lifetime(members, counts, irf)
     rng = target_ranges(meta)
     values = rng[:, 0] + np.clip(mean, 0, 1) * (rng[:, 1] - rng[:, 0])
     return {t: values[:, k] for k, t in enumerate(LIFETIME_TARGETS)}
@@ -123,13 +136,14 @@ def _timed(fn, *args) -> tuple[dict[str, np.ndarray], float]:
     return out, time.perf_counter() - start
 
 
-def model_speed(members: list[LoadedModel], data: Mapping[str, np.ndarray], min_pixels: int = 32768) -> float:
-    """Pixels per second of the whole prediction path (tokens + model), after one warm-up batch."""
+def model_speed(members: list[LoadedModel], data: Mapping[str, np.ndarray], min_pixels: int = 65536,
+                repeats: int = 3) -> float:
+    """Pixels per second of the whole prediction path (uint16 counts -> float, featurization, model), the
+    median of `repeats` timings after a warm-up (on a shared machine one timing can catch another job)."""
     reps = max(1, -(-min_pixels // len(data["counts"])))
     counts, irf = np.tile(data["counts"], (reps, 1)), np.tile(data["irf"], (reps, 1))
-    predict_arrays(members, counts[:4096], irf[:4096])
-    _, seconds = _timed(predict_arrays, members, counts, irf)
-    return len(counts) / seconds
+    predict_arrays(members, counts[:8192], irf[:8192])
+    return float(np.median([len(counts) / _timed(predict_arrays, members, counts, irf)[1] for _ in range(repeats)]))
 
 
 def evaluate(cfg: Config, prepared: Path, members: list[LoadedModel]) -> tuple[list[dict], pd.DataFrame]:
