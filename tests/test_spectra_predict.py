@@ -143,7 +143,9 @@ def test_nir_predicts_new_spectra_and_refuses_a_wrong_grid(nir_model, tmp_path, 
     out = pd.read_csv(tmp_path / "p.csv")
     assert {"y", "y_unc", "status"} <= set(out.columns) and len(out) == 30 and out.y.notna().all()
     metrics = json.loads((nir_model / "m.json").read_text())["rows"]
-    assert {r["method"] for r in metrics} == {"sciformer-diff", "pls"}
+    assert {r["method"] for r in metrics} == {"sciformer-sdpa", "pls"}
+    scale = [r["value"] for r in metrics if r["metric"] == "correction_scale"]
+    assert len(scale) == 1 and 0 <= scale[0] <= 1
     spectra = pd.read_csv(new)
     spectra.iloc[:, ::2].to_csv(bad := tmp_path / "coarse.csv", index=False)   # every other wavelength
     code, err = _predict(model, bad, tmp_path / "bad.csv", capsys)
@@ -167,3 +169,21 @@ def test_nir_preprocessing_and_domain_config_checks():
         dom.config(None, ["nir.sg_window=10"])
     with pytest.raises(Exception, match="lifetime.photons"):
         dom.config(None, ["lifetime.photons=[1000, 100]"])
+
+
+def test_nir_model_is_pls_plus_a_correction_that_starts_at_zero(nir_model):
+    """The stored PLS coefficients reproduce the PLS baseline exactly; an untrained correction adds nothing."""
+    import torch
+    from core.domain import LoadedModel
+    from core.runs import load_members
+    from domains.spectra import nir
+    from domains.spectra.model import nir_model as build
+    members = load_members(SpectraDomain(), nir_model / "model", torch.device("cpu"))
+    meta = members[0].metadata["task"]
+    data = nir.load_prepared(nir_model / "prep")
+    cfg = SpectraDomain().config(None, ["task=nir", "nir.pls_max_components=3"])
+    pls, steps = nir.fit_pls_baseline(data["x_cal"], data["y_cal"], 3, 0, cfg["nir.sg_window"], cfg["nir.sg_poly"])
+    want = pls.predict(nir.preprocess(data["x_test"], steps, cfg["nir.sg_window"], cfg["nir.sg_poly"])).ravel()
+    np.testing.assert_allclose(nir.predict_spectra(members, data["x_test"], 0.0)[0], want, rtol=1e-6, atol=1e-6)
+    fresh = [LoadedModel(build(meta).eval(), {"task": meta}, nir_model, torch.device("cpu"))]
+    np.testing.assert_allclose(nir.predict_spectra(fresh, data["x_test"])[0], want, rtol=1e-6, atol=1e-6)

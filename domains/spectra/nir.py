@@ -6,6 +6,11 @@ Corn (Data_Corn.mat): 80 corn samples measured on three instruments (m5, mp5, mp
 `Xcal<i>` (30) for calibration, `Xtest<i>` (20) for test; the 30 `Xtrans` transfer samples are unused.
 Tablet (Data_Tablet.mat, IDRC 2002 shoot-out): 400 calibration / 212 test tablets, 597 wavelengths
 600-1792 nm, instruments 1-2, target as shipped (ycal/ytest).
+
+The model is PLS + a learned correction: PLS is fit exactly as the baseline (preprocessing and components by
+CV on the calibration spectra only) and stored as numbers in the model metadata; the patch-encoder network
+learns PLS's out-of-fold residuals (its output layer starts at zero, so an untrained model is PLS), and
+`calibrate_nir` keeps the fraction of the correction that lowers the validation RMSE (0 = PLS exactly).
 """
 from __future__ import annotations
 
@@ -150,11 +155,6 @@ def _cv_pls(x: np.ndarray, y: np.ndarray, max_components: int, seed: int) -> tup
     return best
 
 
-def fit_pls(x: np.ndarray, y: np.ndarray, max_components: int, seed: int) -> PLSRegression:
-    """PLS with the component count minimizing 10-fold CV RMSE on (x, y)."""
-    return PLSRegression(_cv_pls(x, y, max_components, seed)[1], scale=False).fit(x, y)
-
-
 def fit_pls_baseline(x_raw: np.ndarray, y: np.ndarray, max_components: int, seed: int, window: int, poly: int):
     """The PLS baseline as a chemometrician would run it: preprocessing and components both chosen by CV."""
     scored = [(_cv_pls(preprocess(x_raw, list(steps), window, poly), y, max_components, seed), steps)
@@ -163,15 +163,43 @@ def fit_pls_baseline(x_raw: np.ndarray, y: np.ndarray, max_components: int, seed
     return PLSRegression(k, scale=False).fit(preprocess(x_raw, list(steps), window, poly), y), list(steps)
 
 
-def _pls_to_dict(pls: PLSRegression, x_mean, x_std) -> dict[str, Any]:
-    return {"x_mean": pls._x_mean.tolist(), "rotations": pls.x_rotations_.tolist(),
-            "score_mean": np.asarray(x_mean).tolist(), "score_std": np.asarray(x_std).tolist()}
+def _pls_linear(pls: PLSRegression) -> tuple[np.ndarray, float]:
+    """(w [W], b): pls.predict(x) == x @ w + b, read back from the fit (sklearn's coef_ layout changed
+    across versions, so it is measured rather than assumed)."""
+    w_dim = pls.x_rotations_.shape[0]
+    b = float(pls.predict(np.zeros((1, w_dim))).ravel()[0])
+    w = pls.predict(np.eye(w_dim)).ravel() - b
+    return w, b
 
 
-def pls_scores(x: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
-    """Standardized PLS scores of preprocessed spectra (the model's extra head input)."""
-    t = (x - np.asarray(params["x_mean"])) @ np.asarray(params["rotations"])
-    return ((t - np.asarray(params["score_mean"])) / np.asarray(params["score_std"])).astype(np.float32)
+def base_predict(x_raw: np.ndarray, base: Mapping[str, Any]) -> np.ndarray:
+    """The stored closed-form baseline (PLS on its own preprocessing): raw spectra -> target units."""
+    x = preprocess(x_raw, base["preprocess"], base["sg_window"], base["sg_poly"])
+    return x @ np.asarray(base["w"]) + float(base["b"])
+
+
+def base_scores(x_raw: np.ndarray, base: Mapping[str, Any]) -> np.ndarray:
+    """Standardized PLS scores of the baseline (the model's extra head input)."""
+    x = preprocess(x_raw, base["preprocess"], base["sg_window"], base["sg_poly"])
+    t = (x - np.asarray(base["x_mean"])) @ np.asarray(base["rotations"])
+    return ((t - np.asarray(base["score_mean"])) / np.asarray(base["score_std"])).astype(np.float32)
+
+
+def fit_base(x_raw: np.ndarray, y: np.ndarray, cfg: Config) -> tuple[dict[str, Any], np.ndarray]:
+    """PLS exactly as the baseline fits it (preprocessing and components by 10-fold CV on all calibration
+    spectra), stored as plain numbers, and its out-of-fold predictions on those spectra: the correction is
+    trained on what PLS gets wrong on spectra it has not seen, not on its (smaller) in-sample residuals."""
+    window, poly, seed = int(cfg["nir.sg_window"]), int(cfg["nir.sg_poly"]), int(cfg["seed"])
+    pls, steps = fit_pls_baseline(x_raw, y, int(cfg["nir.pls_max_components"]), seed, window, poly)
+    x = preprocess(x_raw, steps, window, poly)
+    w, b = _pls_linear(pls)
+    t = (x - pls._x_mean) @ pls.x_rotations_
+    base = {"preprocess": steps, "sg_window": window, "sg_poly": poly, "components": int(pls.n_components),
+            "w": w.tolist(), "b": b, "x_mean": pls._x_mean.tolist(), "rotations": pls.x_rotations_.tolist(),
+            "score_mean": t.mean(0).tolist(), "score_std": (t.std(0) + 1e-8).tolist()}
+    folds = KFold(min(10, len(y)), shuffle=True, random_state=seed)
+    oof = cross_val_predict(PLSRegression(pls.n_components, scale=False), x, y, cv=folds).ravel()
+    return base, oof
 
 
 def metadata_and_arrays(cfg: Config, prepared: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -184,31 +212,60 @@ def metadata_and_arrays(cfg: Config, prepared: Path) -> tuple[dict[str, Any], di
         raise UserError(f"nir.patch={patch} exceeds the {x_cal.shape[1]} wavelengths; lower it")
     x_mean, x_std = x_cal[train].mean(0), x_cal[train].std(0) + 1e-8
     y = data["y_cal"]
-    y_mean, y_std = float(y[train].mean()), float(y[train].std() + 1e-12)
+    base, oof = fit_base(data["x_cal"], y, cfg)
+    residual = y - oof
+    # the network predicts the correction to PLS in units of PLS's out-of-fold residual spread
+    y_mean, y_std = 0.0, float(residual[train].std() + 1e-12)
     meta: dict[str, Any] = {"kind": "nir", "wavelengths": data["wavelengths"].tolist(), "target": str(data["target"]),
                             "preprocess": steps, "sg_window": window, "sg_poly": poly, "patch": patch,
                             "n_features": x_cal.shape[1], "x_mean": x_mean.tolist(), "x_std": x_std.tolist(),
                             "y_mean": y_mean, "y_std": y_std, "encoder": dict(cfg["encoder"]),
-                            "hidden": int(cfg["head.hidden"]), "dropout": float(cfg["head.dropout"]), "n_pls": 0}
-    if cfg["nir.pls_features"]:
-        pls = fit_pls(x_cal[train], y[train], int(cfg["nir.pls_max_components"]), int(cfg["seed"]))
-        t = (x_cal[train] - pls._x_mean) @ pls.x_rotations_
-        meta["pls"] = _pls_to_dict(pls, t.mean(0), t.std(0) + 1e-8)
-        meta["n_pls"] = int(pls.n_components)
-    return meta, {"x_cal": x_cal, "y_cal": y, "train": train}
+                            "hidden": int(cfg["head.hidden"]), "dropout": float(cfg["head.dropout"]),
+                            "base": base, "n_pls": base["components"] if cfg["nir.pls_features"] else 0}
+    return meta, {"x_cal": x_cal, "x_raw": data["x_cal"], "y_cal": residual, "train": train}
 
 
-def features(x_pre: np.ndarray, meta: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
+def features(x_raw: np.ndarray, meta: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
+    x_pre = preprocess(x_raw, meta["preprocess"], meta["sg_window"], meta["sg_poly"])
     x = ((x_pre - np.asarray(meta["x_mean"])) / np.asarray(meta["x_std"])).astype(np.float32)
-    return x, (pls_scores(x_pre, meta["pls"]) if meta["n_pls"] else None)
+    return x, (base_scores(x_raw, meta["base"]) if meta["n_pls"] else None)
 
 
-def predict_spectra(members, x_raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Raw spectra [n, W] -> (mean, std over members) in target units."""
+def correction_scale(members) -> float:
+    """How much of the learned correction is used: chosen on the validation spectra by `calibrate_nir`
+    (1.0 before calibration)."""
+    return float((members[0].metadata.get("calibration") or {}).get("correction_scale", 1.0))
+
+
+def predict_spectra(members, x_raw: np.ndarray, scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw spectra [n, W] -> (PLS + scale * mean correction, std of the correction over members), target
+    units. With the correction's output layer zero at initialization, an untrained model is exactly PLS."""
     meta = members[0].metadata["task"]
-    x, extra = features(preprocess(x_raw, meta["preprocess"], meta["sg_window"], meta["sg_poly"]), meta)
+    x, extra = features(x_raw, meta)
     mean, std = run_members(members, NirCollate(x, extra, None, meta["patch"]), len(x))
-    return mean[:, 0] * meta["y_std"] + meta["y_mean"], std[:, 0] * meta["y_std"]
+    scale = correction_scale(members) if scale is None else scale
+    return base_predict(x_raw, meta["base"]) + scale * mean[:, 0] * meta["y_std"], std[:, 0] * meta["y_std"]
+
+
+CORRECTION_SCALES = np.linspace(0.0, 1.0, 11)
+
+
+def calibrate_nir(cfg: Config, prepared: Path, members) -> dict[str, Any]:
+    """Shrink the learned correction toward PLS: the scale in [0, 1] with the lowest RMSE on the validation
+    spectra (carved from the calibration set; the test set is never seen). PLS's part of those predictions
+    is out-of-fold (as in training), since the stored PLS has seen the validation spectra. 0 means the
+    correction did not help on validation and the model predicts exactly what PLS does."""
+    data = load_prepared(prepared)
+    val = data["split"] == "val"
+    _, oof = fit_base(data["x_cal"], data["y_cal"], cfg)
+    meta = members[0].metadata["task"]
+    x, extra = features(data["x_cal"][val], meta)
+    corr, _ = run_members(members, NirCollate(x, extra, None, meta["patch"]), len(x))
+    y = data["y_cal"][val]
+    errors = [rmse(y, oof[val] + a * corr[:, 0] * meta["y_std"]) for a in CORRECTION_SCALES]
+    best = int(np.argmin(errors))
+    return {"correction_scale": float(CORRECTION_SCALES[best]), "val_rmse": float(errors[best]),
+            "val_rmse_pls": float(errors[0]), "val_spectra": int(val.sum())}
 
 
 def evaluate(cfg: Config, prepared: Path, members) -> tuple[list[dict], pd.DataFrame]:
@@ -218,7 +275,7 @@ def evaluate(cfg: Config, prepared: Path, members) -> tuple[list[dict], pd.DataF
         raise UserError(f"{prepared}: {data['x_test'].shape[1]} wavelengths but the model expects "
                         f"{len(meta['wavelengths'])}; evaluate with the prepared data the model was trained on")
     pred, unc = predict_spectra(members, data["x_test"])
-    window, poly = meta["sg_window"], meta["sg_poly"]
+    window, poly = meta["sg_window"], meta["sg_poly"]   # the baseline's own preprocessing is chosen by CV
     # PLS on all calibration samples (a baseline has no use for a validation set), its own best preprocessing
     pls, pls_steps = fit_pls_baseline(data["x_cal"], data["y_cal"], int(cfg["nir.pls_max_components"]),
                                       int(cfg["seed"]), window, poly)
@@ -230,6 +287,9 @@ def evaluate(cfg: Config, prepared: Path, members) -> tuple[list[dict], pd.DataF
              "method": m, "metric": metric, "value": fn(y, p), "machine": machine_label()}
             for m, p in preds.items() for metric, fn in (("rmsep", rmse), ("r2", r2))]
     rows.append({**rows[-1], "method": "pls", "metric": "components", "value": float(pls.n_components)})
+    # how much of the learned correction validation kept (0: the model is PLS on this set)
+    rows.append({**rows[-1], "method": next(iter(preds)), "metric": "correction_scale",
+                 "value": correction_scale(members)})
     frame = pd.DataFrame({"dataset": dataset, meta["target"]: y, **{f"{meta['target']}_pred_{m}": p for m, p in preds.items()},
                           f"{meta['target']}_unc_sciformer": unc})
     return rows, frame
@@ -237,7 +297,7 @@ def evaluate(cfg: Config, prepared: Path, members) -> tuple[list[dict], pd.DataF
 
 def training_arrays(cfg: Config, prepared: Path):
     meta, arrays = metadata_and_arrays(cfg, prepared)
-    x, extra = features(arrays["x_cal"], meta)
+    x, extra = features(arrays["x_raw"], meta)
     y = ((arrays["y_cal"] - meta["y_mean"]) / meta["y_std"]).astype(np.float32)[:, None]
     tr, va = arrays["train"], ~arrays["train"]
     pick = lambda a, m: None if a is None else a[m]  # noqa: E731
