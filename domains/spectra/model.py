@@ -1,15 +1,16 @@
 """Models of the spectra domain on the shared core encoder.
 
-Lifetime (MFliNet-style): a pixel's histogram and its IRF are cut into the same time patches; each token is
-[histogram patch (normalized by the pixel's total counts), IRF patch, log10 total counts] embedded linearly,
-plus a learned position embedding (absolute time matters for a decay; rotary is off by default). The encoder
-(attention from `encoder.attention`, e.g. the differential backend) is followed by mean pooling and an MLP
-head giving tau1, tau2, A and tau_m, each scaled to [0, 1] over its simulated range. tau_m is predicted
-directly (the mean of a product is not the product of means) and trained like the others with an L1 loss
-(the metric is the mean absolute error, whose minimizer is the posterior median).
+Lifetime (MFliNet-style: histogram and IRF both go in): `LifetimeTokens` bins a pixel's histogram and its IRF
+on the same log-spaced time bins (one small matrix product, inside the model), a token is a patch of
+sqrt(histogram fraction) bins beside the same IRF bins; five per-pixel scalars (log photons, decay delay and
+spread, IRF offset and width) are embedded and added to every token. Learned position embeddings (absolute
+time matters for a decay; rotary is off by default), the core encoder (attention from `encoder.attention`),
+mean pooling and an MLP head give tau1, tau2, A and tau_m, each scaled to [0, 1] over its simulated range.
+tau_m is predicted directly (the mean of a product is not the product of means) and trained like the others
+with an L1 loss (the metric is the mean absolute error, whose minimizer is the posterior median).
 
 NIR: the preprocessed spectrum is cut into wavelength patches (tokens), optionally with the PLS scores of the
-spectrum handed to the head beside the pooled encoding.
+spectrum handed to the head beside the pooled encoding; the output is a correction added to a stored PLS.
 """
 from __future__ import annotations
 
