@@ -16,6 +16,7 @@ when they cannot run, so a config written for a GPU still runs (slowly) on a lap
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 import warnings
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.packing import pack, positions_from_cu_seqlens, segment_ids, seqlens_from_cu_seqlens, unpack
+
+log = logging.getLogger("sciformer.attention")
 from core.rotary import apply_rotary, rotary_cos_sin
 
 __all__ = [
@@ -126,7 +129,9 @@ def resolve_attention(
 ) -> AttentionBackend:
     """The backend called ``name`` if it can run on ``device``, else the reference of its kind.
 
-    Unknown names raise ValueError listing the known ones. A fallback warns once per (name, device type).
+    Unknown names raise ValueError listing the known ones. A fallback to the kind's reference warns once per
+    (name, device type); a backend's own declared `fallback` (e.g. a GPU kernel's vectorized CPU path) is the
+    designed behaviour, so it is only logged, and a GPU default does not warn on every CPU run.
     """
     device = torch.device(device)
     _load_kernel_backends()
@@ -139,7 +144,10 @@ def resolve_attention(
     ref_name = backend.fallback or _REFERENCE_FOR_KIND.get(backend.kind)
     if ref_name is None or ref_name == name:
         raise RuntimeError(f"attention backend {name!r} cannot be used: {reason}; no fallback for kind {backend.kind!r}")
-    if (name, device.type) not in _WARNED:
+    if (name, device.type) not in _WARNED and backend.fallback:
+        _WARNED.add((name, device.type))
+        log.info("attention backend %r: %s; using its declared fallback %r", name, reason, ref_name)
+    elif (name, device.type) not in _WARNED:
         _WARNED.add((name, device.type))
         warnings.warn(
             f"attention backend {name!r} cannot be used: {reason}; falling back to {ref_name!r}",

@@ -16,7 +16,7 @@ def molecules():
 
 def test_defaults_validate_and_are_frozen(molecules):
     cfg = molecules.config()
-    assert cfg["train.batch_size"] == 32 and cfg["encoder.attention"] == "linear"
+    assert cfg["train.batch_size"] == 32 and cfg["encoder.attention"] == "linear_fused"
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.domain = "x"
     with pytest.raises(TypeError):
