@@ -37,7 +37,7 @@ def cmd_list(args) -> int:
         print(f"  {name:<12} FAILED TO LOAD: {why}")
     print("attention backends (encoder.attention):")
     for name, backend in available_attention().items():
-        print(f"  {name:<17} {backend.kind:<8} devices: {','.join(backend.devices):<9} {backend.description}")
+        print(f"  {name:<17} {backend.kind:<12} devices: {','.join(backend.devices):<9} {backend.description}")
     return 0
 
 

@@ -16,7 +16,7 @@ from domains.spectra.model import LIFETIME_TARGETS, lifetime_model, nir_model
 
 class SpectraDomain(Domain):
     name = "spectra"
-    description = "photon-count histograms -> fluorescence lifetimes (differential attention); NIR spectra -> properties"
+    description = "photon-count histograms + IRF -> fluorescence lifetimes; NIR spectra -> properties"
     stages = ("train",)
     streams = False   # images need the whole stack (IRF estimate, binning); CSV inputs are read whole too
     smoke_overrides = ("lifetime.n_train=256", "lifetime.n_val=32", "lifetime.n_test=32", "lifetime.n_test_high=16",
