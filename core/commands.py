@@ -123,7 +123,7 @@ def train_member(domain: str, config: str | None, overrides: list[str], prepared
 
 
 def cmd_train(args) -> int:
-    from core.runs import RUN_FILE
+    from core.runs import CALIBRATION_FILE, RUN_FILE
     dom, cfg = _domain_and_config(args)
     stage = args.stage or dom.stages[-1]
     if stage not in dom.stages:
@@ -150,9 +150,9 @@ def cmd_train(args) -> int:
             for future in [pool.submit(train_member, *c, progress=False) for c in call]:
                 future.result()
     calibrated = None
-    (args.output / "calibration.json").unlink(missing_ok=True)
+    (args.output / CALIBRATION_FILE).unlink(missing_ok=True)
     if stage == dom.stages[-1] and type(dom).calibrate is not registry.Domain.calibrate:  # skip loading when unused
-        from core.runs import CALIBRATION_FILE, load_members_from
+        from core.runs import load_members_from
         from core.train import pick_device
         loaded = load_members_from(dom, members, pick_device(cfg["train.device"]))
         calibration = dom.calibrate(cfg, args.input, loaded)

@@ -87,7 +87,7 @@ def long_to_wide(frame: pd.DataFrame, path, id_col: str, time_col: str, value_co
     if covariates:
         cov = frame.groupby(time_col)[covariates].first()
         wide = wide.join(cov)
-    return wide.reset_index().rename(columns={time_col: time_col})
+    return wide.reset_index()
 
 
 def to_series(frame: pd.DataFrame, path, time_col: str, targets: list[str], covariates: list[str],
@@ -107,9 +107,7 @@ def to_series(frame: pd.DataFrame, path, time_col: str, targets: list[str], cova
     time, frame = pd.DatetimeIndex(time.to_numpy()[order]), frame.iloc[order]
     if time.has_duplicates:
         raise UserError(f"{path}: timestamp {time[time.duplicated()][0]} appears twice; one row per time step")
-    freq = freq or check_regular(time, path)
-    if freq and len(time) > 1 and not time.equals(pd.date_range(time[0], periods=len(time), freq=freq)):
-        check_regular(time, path, freq)
+    freq = check_regular(time, path, freq)
     numeric = {}
     for col in [*targets, *covariates]:
         values = pd.to_numeric(frame[col], errors="coerce")
@@ -134,7 +132,7 @@ def to_series(frame: pd.DataFrame, path, time_col: str, targets: list[str], cova
 
 def check_regular(time: pd.DatetimeIndex, path, freq: str | None = None) -> str:
     """The step between rows must be constant: windows assume it. Name the first gap or irregular step."""
-    if len(time) < 3:
+    if freq is None and len(time) < 3:   # the step is inferred from the data
         raise UserError(f"{path}: only {len(time)} timestamps; need a regular series of many steps")
     step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq)) if freq else pd.Series(time).diff().mode().iloc[0]
     diffs = pd.Series(time).diff().iloc[1:]

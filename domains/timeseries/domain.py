@@ -105,7 +105,8 @@ class TimeseriesDomain(Domain):
             return None
         p = F.Prepared(prepared, meta)
         st = p.starts(1, meta["lookback"], meta["horizon"])
-        st = st[st >= meta["horizon"]] if len(st[st >= meta["horizon"]]) >= 2 else st
+        with_earlier = st[st >= meta["horizon"]]   # windows whose earlier forecast exists (lagged_error scale)
+        st = with_earlier if len(with_earlier) >= 2 else st
         y = B.windows(p.z, st, meta["lookback"], meta["horizon"])[1]
         pred = F.predict_windows(members, p.z, p.exo, st)
         how = cfg["forecast.conformal_scale"]

@@ -14,6 +14,7 @@ import torch
 from core.config import Config
 from core.domain import LoadedModel
 from core.errors import UserError
+from core.train import to_device
 from domains.timeseries import baselines as B
 from domains.timeseries import classify as CL
 from domains.timeseries import conformal
@@ -52,30 +53,28 @@ def evaluate_forecast(cfg: Config, prepared: Path, members: list[LoadedModel]):
     # baselines: fitted on training rows/windows only, scored on the same test windows
     lin = F.ridge_setup(p, lb, h, 0, cfg["forecast.ridge_alphas"])
     x_np = np.nan_to_num(x)
-    base = {"naive": B.naive(x_np, h), "ridge": B.predict_ridge(lin["ridge"], x_np)}
+    base = {"naive": B.naive(x_np, h), "ridge": F.ridge_forecast(lin, x_np, st_test, lb, h)}
     # seasonal naive needs the whole season inside the lookback: the cycle if it fits, else one day
     season = period if 0 < period <= lb else F.steps_per_day(p.info["freq"])
     if season:
         base[f"seasonal-naive-{season}"] = B.seasonal_naive(x_np, h, season)
     if period:
         cyc = F.ridge_setup(p, lb, h, period, cfg["forecast.ridge_alphas"])
-        resid = x_np - B.cycle_at(cyc["cycle"], st_test % period, lb)
-        base[f"ridge-cycle-{period}"] = (B.predict_ridge(cyc["ridge"], resid)
-                                         + B.cycle_at(cyc["cycle"], st_test % period, h, lb))
+        base[f"ridge-cycle-{period}"] = F.ridge_forecast(cyc, x_np, st_test, lb, h)
     for name, bp in base.items():
         rows += rows_for(task, meta["dataset"], split, name, _errors(y, bp))
 
     # a few test windows for the plots: history, truth, forecast and band, in the data's own units
     keep = np.unique(np.linspace(0, len(st_test) - 1, SAMPLE_WINDOWS).astype(int))
+    raw = {k: p.scaler.inverse(v[keep]) for k, v in {"history": x, "truth": y, "forecast": pred, "lower": lo,
+                                                       "upper": hi, "ridge": base["ridge"]}.items()}
     frames = []
-    for w in keep:
+    for i, w in enumerate(keep):
         for c, name in enumerate(p.targets):
-            def raw(v):
-                return v * p.scaler.std[c] + p.scaler.mean[c]
-            hist = pd.DataFrame({"window": w, "series": name, "step": np.arange(-lb, 0), "truth": raw(x[w, :, c])})
-            fut = pd.DataFrame({"window": w, "series": name, "step": np.arange(h), "truth": raw(y[w, :, c]),
-                                "forecast": raw(pred[w, :, c]), "lower": raw(lo[w, :, c]), "upper": raw(hi[w, :, c]),
-                                "ridge": raw(base["ridge"][w, :, c])})
+            hist = pd.DataFrame({"window": w, "series": name, "step": np.arange(-lb, 0),
+                                 "truth": raw["history"][i, :, c]})
+            fut = pd.DataFrame({"window": w, "series": name, "step": np.arange(h),
+                                **{k: v[i, :, c] for k, v in raw.items() if k != "history"}})
             frames += [hist, fut]
     return rows, pd.concat(frames, ignore_index=True)
 
@@ -89,8 +88,7 @@ def class_probabilities(members: list[LoadedModel], series: list[np.ndarray], ba
         outs = []
         for i in range(0, len(ex), batch):
             b = CL.collate(ex[i:i + batch])
-            b = {k: (v.to(m.device) if hasattr(v, "to") else v) for k, v in b.items()}
-            outs.append(torch.softmax(m.model(b).float(), -1).cpu())
+            outs.append(torch.softmax(m.model(to_device(b, m.device)).float(), -1).cpu())
         total = total + torch.cat(outs).numpy()
     return total / len(members)
 

@@ -15,6 +15,7 @@ import torch
 from core.config import Config
 from core.errors import UserError
 from core.io import atomic_path, file_sha256, read_json, write_json
+from core.train import to_device
 from domains.timeseries import baselines as B
 from domains.timeseries import conformal
 from domains.timeseries import data as D
@@ -108,13 +109,9 @@ def ridge_setup(p: Prepared, lookback: int, horizon: int, period: int, alphas) -
     train_end = p.borders[0][1]
     cycle = B.fit_cycle(p.z[:train_end], p.index[:train_end] % period, period) if period else None
     resid = p.z - cycle[p.index % period] if period else p.z
-    st = [p.starts(k, lookback, horizon) for k in (0, 1)]
-    x_tr, _ = B.windows(resid, st[0], lookback, horizon)
-    x_va, _ = B.windows(resid, st[1], lookback, horizon)
-    y_tr = B.windows(p.z, st[0], lookback, horizon)[1] - (B.cycle_at(cycle, st[0] % period, horizon, lookback)
-                                                           if period else 0)
-    y_va = B.windows(p.z, st[1], lookback, horizon)[1] - (B.cycle_at(cycle, st[1] % period, horizon, lookback)
-                                                           if period else 0)
+    # the cycle's phase of a row is its index, so windows of the residual series are inputs and targets alike
+    x_tr, y_tr = B.windows(resid, p.starts(0, lookback, horizon), lookback, horizon)
+    x_va, y_va = B.windows(resid, p.starts(1, lookback, horizon), lookback, horizon)
     # with data.allow_missing, the closed form is fitted on the windows that are complete
     keep_tr = ~(np.isnan(x_tr).any((1, 2)) | np.isnan(y_tr).any((1, 2)))
     keep_va = ~(np.isnan(x_va).any((1, 2)) | np.isnan(y_va).any((1, 2)))
@@ -126,6 +123,16 @@ def ridge_setup(p: Prepared, lookback: int, horizon: int, period: int, alphas) -
     fit = B.fit_ridge(x_tr, y_tr, alpha)
     val_mse = float(np.mean((B.predict_ridge(fit, x_va) - y_va) ** 2))
     return {"cycle": cycle, "ridge": fit, "alpha": alpha, "val_mse": val_mse, "period": period}
+
+
+def ridge_forecast(fit: dict[str, Any], x: np.ndarray, starts: np.ndarray, lookback: int,
+                   horizon: int) -> np.ndarray:
+    """The closed-form forecaster of `ridge_setup` on lookback windows x [W, L, C] starting at rows `starts`."""
+    period = fit["period"]
+    if not period:
+        return B.predict_ridge(fit["ridge"], x)
+    resid = x - B.cycle_at(fit["cycle"], starts % period, lookback)
+    return B.predict_ridge(fit["ridge"], resid) + B.cycle_at(fit["cycle"], starts % period, horizon, lookback)
 
 
 def choose_period(p: Prepared, cfg: Config, lookback: int, horizon: int, alphas) -> dict[str, Any]:
@@ -172,7 +179,7 @@ def predict_windows(members, z: np.ndarray, exo: np.ndarray, starts: np.ndarray,
         outs = []
         for i in range(0, len(starts), batch):
             b = collate(starts[i:i + batch].tolist())
-            outs.append(m.model({k: (v.to(m.device) if hasattr(v, "to") else v) for k, v in b.items()}).float().cpu())
+            outs.append(m.model(to_device(b, m.device)).float().cpu())
         total = total + torch.cat(outs).numpy()
     return total / len(members)
 

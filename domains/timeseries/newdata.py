@@ -31,7 +31,7 @@ def _wide(path: Path, meta: Mapping[str, Any]) -> tuple[pd.DataFrame, str]:
         if unknown:
             raise UserError(f"{path}: series {unknown} were not in training (the model knows "
                             f"{meta['targets']}); a multivariate model forecasts only the series it was trained on")
-        return D.long_to_wide(frame.assign(unique_id=frame["unique_id"].astype(str)), path, *LONG[:1], "ds", "y",
+        return D.long_to_wide(frame.assign(unique_id=frame["unique_id"].astype(str)), path, *LONG,
                               [c for c in meta["covariates"] if c in frame.columns]), "ds"
     time_col = meta["time_column"]
     if time_col not in frame.columns:
@@ -121,13 +121,13 @@ def predict_forecast(members, path: Path, out_tmp: Path, on_invalid: str) -> dic
     cal = F.calibration(members)
     scale = F.score_scale(members, cal["scale"], z_full, exo, start, first, fallback=cal["median_scale"])
     quant = F.quantile_forecasts(members, pred, scale)
+    y_pred = scaler.inverse(pred[0])                                     # [H, C] in the data's units
+    bands = {f"p{round(q * 100):02d}": scaler.inverse(v[0]) for q, v in quant.items()}
     rows = []
     for c, name in enumerate(meta["targets"]):
-        def raw(v):
-            return v * scaler.std[c] + scaler.mean[c]
-        part = pd.DataFrame({"unique_id": name, "ds": stamps, "y_pred": raw(pred[0, :, c])})
-        for q, v in quant.items():
-            part[f"p{round(q * 100):02d}"] = raw(v[0, :, c])
+        part = pd.DataFrame({"unique_id": name, "ds": stamps, "y_pred": y_pred[:, c]})
+        for col, v in bands.items():
+            part[col] = v[:, c]
         rows.append(part)
     out = pd.concat(rows, ignore_index=True)
     _write(out, out_tmp)
