@@ -137,6 +137,25 @@ def _out_kernel(Q, COS, SIN, CU, CH_SEQ, CH_START, KV, S, O, H, stride_qt, strid
 
 
 @triton.jit
+def _feature_grad(x, state, STATE, seq, h, H, t, d, md, m, COS, SIN, stride_c, D: tl.constexpr, DV: tl.constexpr,
+                  BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, HAS_ROT: tl.constexpr, PREC: tl.constexpr):
+    """Gradient reaching the unrotated features of rows whose rotated features r met `state` as r @ state
+    (dr = x @ state^T, x = the upstream gradient or V). With rotary, d f = dr * cos - rot(dr * sin)
+    = dr * cos - rot(dr) * sin[partner], and rot(dr) = x @ (the signed, half-swapped state)^T."""
+    dr = tl.dot(x, tl.trans(state), input_precision=PREC)  # [BLOCK_T, BLOCK_D]
+    df = dr
+    if HAS_ROT:
+        rptrs, _, sign = _state_ptrs(STATE, seq, h, H, D, DV, BLOCK_D, BLOCK_DV, True)
+        rstate = tl.load(rptrs, mask=m, other=0.0) * sign[:, None]
+        rdr = tl.dot(x, tl.trans(rstate), input_precision=PREC)  # = rot(dr)
+        dp = (d + D // 2) % D
+        c = tl.load(COS + t[:, None] * stride_c + d[None, :], mask=md, other=0.0).to(tl.float32)
+        sp = tl.load(SIN + t[:, None] * stride_c + dp[None, :], mask=md, other=0.0).to(tl.float32)
+        df = dr * c - rdr * sp
+    return df
+
+
+@triton.jit
 def _bwd_q_kernel(Q, COS, SIN, CU, CH_SEQ, CH_START, KV, S, O, DO, DQ, DKV, DS, H, stride_qt, stride_qh,
                   stride_ot, stride_oh, stride_dot, stride_doh, stride_dqt, stride_dqh, stride_c, eps,
                   D: tl.constexpr, DV: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -158,18 +177,8 @@ def _bwd_q_kernel(Q, COS, SIN, CU, CH_SEQ, CH_START, KV, S, O, DO, DQ, DKV, DS, 
     dz = -tl.sum(g * o, axis=1)  # d loss / d z
     ptrs, m, _ = _state_ptrs(KV, seq, h, H, D, DV, BLOCK_D, BLOCK_DV, False)
     kv = tl.load(ptrs, mask=m, other=0.0)
-    drq = tl.dot(g, tl.trans(kv), input_precision=PREC)  # [BLOCK_T, BLOCK_D]
-    if HAS_ROT:
-        # d fq = drq * cos - rot(drq * sin) = drq * cos - rot(drq) * sin[partner]
-        rptrs, _, sign = _state_ptrs(KV, seq, h, H, D, DV, BLOCK_D, BLOCK_DV, True)
-        kvr = tl.load(rptrs, mask=m, other=0.0) * sign[:, None]
-        rdrq = tl.dot(g, tl.trans(kvr), input_precision=PREC)  # = rot(drq)
-        dp = (d + D // 2) % D
-        c = tl.load(COS + t[:, None] * stride_c + d[None, :], mask=md, other=0.0).to(tl.float32)
-        sp = tl.load(SIN + t[:, None] * stride_c + dp[None, :], mask=md, other=0.0).to(tl.float32)
-        dfq = drq * c - rdrq * sp
-    else:
-        dfq = drq
+    dfq = _feature_grad(g, kv, KV, seq, h, H, t, d, md, m, COS, SIN, stride_c, D, DV, BLOCK_D, BLOCK_DV,
+                        HAS_ROT, PREC)
     dfq += dz[:, None] * s[None, :]
     dq = dfq * _dphi(x)
     tl.store(DQ + h * stride_dqh + t[:, None] * stride_dqt + d[None, :], dq.to(DQ.dtype.element_ty), mask=md)
@@ -197,17 +206,8 @@ def _bwd_kv_kernel(K, V, COS, SIN, CU, CH_SEQ, CH_START, DKV, DS, DK, DV_, H, st
     ptrs, m, _ = _state_ptrs(DKV, seq, h, H, D, DV, BLOCK_D, BLOCK_DV, False)
     dkv = tl.load(ptrs, mask=m, other=0.0)
     ds = tl.load(DS + (seq.to(tl.int64) * H + h) * D + d, mask=d < D, other=0.0)
-    drk = tl.dot(v, tl.trans(dkv), input_precision=PREC)  # [BLOCK_T, BLOCK_D]
-    if HAS_ROT:
-        rptrs, _, sign = _state_ptrs(DKV, seq, h, H, D, DV, BLOCK_D, BLOCK_DV, True)
-        dkvr = tl.load(rptrs, mask=m, other=0.0) * sign[:, None]
-        rdrk = tl.dot(v, tl.trans(dkvr), input_precision=PREC)
-        dp = (d + D // 2) % D
-        c = tl.load(COS + t[:, None] * stride_c + d[None, :], mask=md, other=0.0).to(tl.float32)
-        sp = tl.load(SIN + t[:, None] * stride_c + dp[None, :], mask=md, other=0.0).to(tl.float32)
-        dfk = drk * c - rdrk * sp
-    else:
-        dfk = drk
+    dfk = _feature_grad(v, dkv, DKV, seq, h, H, t, d, md, m, COS, SIN, stride_c, D, DV, BLOCK_D, BLOCK_DV,
+                        HAS_ROT, PREC)
     dk = (dfk + ds[None, :]) * _dphi(x)
     tl.store(DK + h * stride_dkh + t[:, None] * stride_dkt + d[None, :], dk.to(DK.dtype.element_ty), mask=md)
     dv = tl.dot(rk, dkv, input_precision=PREC)  # [BLOCK_T, BLOCK_DV]
