@@ -8,20 +8,10 @@ import torch
 
 from core import attention as A
 from core.encoder import Encoder, EncoderConfig
-from core.packing import lengths_to_cu_seqlens, positions_from_cu_seqlens
 from core.rotary import apply_rotary, rotary_cos_sin
+from test_attention import DH, H, make_qkv  # tests/ is on sys.path (rootdir-less test modules): same inputs
 
-H, DH = 2, 8
 LENGTHS = [[1, 5, 17, 3], [4, 0, 6, 0, 1], [0], [7], [6, 6, 6], [30, 1, 1, 1, 1, 0]]
-
-
-def make_qkv(lengths, dtype=torch.float64, seed=0):
-    torch.manual_seed(seed)
-    cu = lengths_to_cu_seqlens(torch.tensor(lengths))
-    total = int(cu[-1])
-    q, k, v = (torch.randn(total, H, DH, dtype=dtype) for _ in range(3))
-    cos, sin = rotary_cos_sin(positions_from_cu_seqlens(cu, total), DH, dtype=dtype)
-    return q, k, v, cu, max(lengths), cos, sin
 
 
 def naive_diff(q, k, v, cu, lam):
