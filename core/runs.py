@@ -8,6 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from typing import Callable, Sequence
+
+import numpy as np
 import torch
 
 from core.checkpoint import load_meta, load_weights
@@ -74,3 +77,17 @@ def load_members_from(domain: Domain, paths: list[Path], device: torch.device,
             meta["calibration"] = calibration
         members.append(LoadedModel(model=model, metadata=meta, path=path, device=device))
     return members
+
+
+@torch.no_grad()
+def member_outputs(members: list[LoadedModel], examples: Sequence[Any], collate: Callable[[list[Any]], dict],
+                   batch_size: int, empty_shape: tuple[int, ...] = (0,)) -> np.ndarray:
+    """Every member's raw outputs on `examples`, batch by batch: [members, N, ...] (float32).
+    Domains turn these into their predictions (mean and spread, probabilities, target units)."""
+    from core.train import to_device
+    outs = []
+    for member in members:
+        parts = [member.model(to_device(collate(list(examples[i:i + batch_size])), member.device)).float().cpu().numpy()
+                 for i in range(0, len(examples), batch_size)]
+        outs.append(np.concatenate(parts) if parts else np.zeros(empty_shape, dtype=np.float32))
+    return np.stack(outs)

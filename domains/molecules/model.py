@@ -13,7 +13,7 @@ from torch import nn
 
 from core.encoder import EncoderConfig, RegressionHead, TokenEncoder, TokenHead
 from core.packing import pack_token_lists, segment_mean
-from core.train import to_device
+from core.runs import member_outputs
 
 # RDKit properties predicted during pretraining (cheap, and the domain-adaptation paper found such a
 # multi-task step helps downstream property prediction).
@@ -120,18 +120,10 @@ def pretrain_loss(property_weight: float):
     return loss
 
 
-@torch.no_grad()
 def predict_members(members, examples: list[dict], batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation over ensemble members, in target units: [N, K] each."""
-    outs = []
-    for member in members:
-        task = member.metadata["task"]
-        mean, std = np.asarray(task["y_mean"]), np.asarray(task["y_std"])
-        preds = []
-        for start in range(0, len(examples), batch_size):
-            batch = collate_regression(examples[start:start + batch_size])
-            batch = to_device(batch, member.device)
-            preds.append(member.model(batch).float().cpu().numpy())
-        outs.append(np.concatenate(preds) * std + mean if preds else np.zeros((0, len(mean))))
-    stacked = np.stack(outs)
+    n_targets = len(members[0].metadata["task"]["y_mean"])
+    raw = member_outputs(members, examples, collate_regression, batch_size, empty_shape=(0, n_targets))
+    stacked = np.stack([out * np.asarray(m.metadata["task"]["y_std"]) + np.asarray(m.metadata["task"]["y_mean"])
+                        for out, m in zip(raw, members)])
     return stacked.mean(0), stacked.std(0)

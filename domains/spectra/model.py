@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from core.encoder import Encoder, EncoderConfig, RegressionHead
+from core.runs import member_outputs
 
 LIFETIME_TARGETS = ("tau1", "tau2", "a", "tau_m")
 
@@ -252,16 +253,7 @@ def mse_loss(out: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
     return nn.functional.mse_loss(out.float(), batch["y"])
 
 
-@torch.no_grad()
 def run_members(members, collate, n: int, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """Raw model outputs, mean and std over ensemble members: [n, K] each."""
-    outs = []
-    for member in members:
-        parts = []
-        for start in range(0, n, batch_size):
-            batch = collate(list(range(start, min(n, start + batch_size))))
-            batch = {k: (v.to(member.device) if hasattr(v, "to") else v) for k, v in batch.items()}
-            parts.append(member.model(batch).float().cpu().numpy())
-        outs.append(np.concatenate(parts) if parts else np.zeros((0, 1)))
-    stacked = np.stack(outs)
+    stacked = member_outputs(members, range(n), collate, batch_size, empty_shape=(0, 1))
     return stacked.mean(0), stacked.std(0)

@@ -14,7 +14,7 @@ import torch
 from core.config import Config
 from core.domain import LoadedModel
 from core.errors import UserError
-from core.train import to_device
+from core.runs import member_outputs
 from domains.timeseries import baselines as B
 from domains.timeseries import classify as CL
 from domains.timeseries import conformal
@@ -79,18 +79,11 @@ def evaluate_forecast(cfg: Config, prepared: Path, members: list[LoadedModel]):
     return rows, pd.concat(frames, ignore_index=True)
 
 
-@torch.no_grad()
 def class_probabilities(members: list[LoadedModel], series: list[np.ndarray], batch: int = 64) -> np.ndarray:
     meta = members[0].metadata["task"]
     ex = CL.make_examples(series, np.zeros(len(series), int), np.array(meta["mean"]), np.array(meta["std"]))
-    total = 0.0
-    for m in members:
-        outs = []
-        for i in range(0, len(ex), batch):
-            b = CL.collate(ex[i:i + batch])
-            outs.append(torch.softmax(m.model(to_device(b, m.device)).float(), -1).cpu())
-        total = total + torch.cat(outs).numpy()
-    return total / len(members)
+    logits = member_outputs(members, ex, CL.collate, batch, empty_shape=(0, len(meta["classes"])))
+    return sum(torch.softmax(torch.from_numpy(x), -1).numpy() for x in logits) / len(members)
 
 
 def evaluate_classify(cfg: Config, prepared: Path, members: list[LoadedModel]):

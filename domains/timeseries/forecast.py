@@ -15,7 +15,7 @@ import torch
 from core.config import Config
 from core.errors import UserError
 from core.io import atomic_path, file_sha256, read_json, write_json
-from core.train import to_device
+from core.runs import member_outputs
 from domains.timeseries import baselines as B
 from domains.timeseries import conformal
 from domains.timeseries import data as D
@@ -167,21 +167,15 @@ def collate_fn(z: torch.Tensor, exo: torch.Tensor, lookback: int, horizon: int, 
     return collate
 
 
-@torch.no_grad()
 def predict_windows(members, z: np.ndarray, exo: np.ndarray, starts: np.ndarray, batch: int = 512,
                     phase_offset: int = 0) -> np.ndarray:
     """Ensemble-mean forecasts [W, H, C] (model units) for windows starting at `starts`."""
     meta = members[0].metadata["task"]
     collate = collate_fn(torch.tensor(z, dtype=torch.float32), torch.tensor(exo, dtype=torch.float32),
                          meta["lookback"], meta["horizon"], meta["period"], meta["allow_missing"], phase_offset)
-    total = 0.0
-    for m in members:
-        outs = []
-        for i in range(0, len(starts), batch):
-            b = collate(starts[i:i + batch].tolist())
-            outs.append(m.model(to_device(b, m.device)).float().cpu())
-        total = total + torch.cat(outs).numpy()
-    return total / len(members)
+    outs = member_outputs(members, starts.tolist(), collate, batch,
+                          empty_shape=(0, meta["horizon"], len(meta["targets"])))
+    return sum(outs) / len(members)
 
 
 def score_scale(members, how: str, z: np.ndarray, exo: np.ndarray, starts: np.ndarray, phase_offset: int = 0,
