@@ -59,7 +59,7 @@ def cmd_validate(args) -> int:
         check_final_stage(args.model, dom)
         meta = load_meta(member_dirs(args.model)[0])
         dom.validate_input(args.input, read_header(args.input), meta["task"])
-        print(f"input OK: {args.input} has the columns model {args.model} needs")
+        print(f"input OK: {args.input} passes the checks of model {args.model}")
     return 0
 
 
