@@ -28,10 +28,17 @@ class TrainingTask:
     model: torch.nn.Module                      # forward(batch: dict) -> whatever `loss` takes
     train_data: Sequence[Any]                   # examples; `collate` turns a list of them into a batch
     val_data: Sequence[Any]
-    collate: Callable[[list[Any]], dict[str, Any]]   # may set "size" (samples in the batch)
-    loss: Callable[[Any, dict[str, Any]], torch.Tensor]
+    collate: Callable[[list[Any]], dict[str, Any]]   # training batches (may augment); may set "size"
+    # loss(out, batch) -> scalar, or (scalar, {component: value}) to log the components (e.g. magnitude,
+    # phase and waveform losses) per epoch in the history
+    loss: Callable[[Any, dict[str, Any]], Any]
     metadata: dict[str, Any] = field(default_factory=dict)   # JSON-safe; `Domain.build_model` rebuilds from it
     val_metric: str = "val_loss"                # what early stopping minimizes (reported in history)
+    val_collate: Callable[[list[Any]], dict[str, Any]] | None = None   # validation batches (no augmentation);
+    #                                             default: `collate`
+    # val_score(model) -> float to minimize instead of the mean validation loss (MPJPE, -SI-SDR, AbsRel...);
+    # called in eval mode under no_grad after every epoch and on the starting weights
+    val_score: Callable[[torch.nn.Module], float] | None = None
 
 
 class Domain:

@@ -88,13 +88,16 @@ class Encoder(nn.Module):
         self.blocks = nn.ModuleList(EncoderBlock(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
 
-    def forward(self, x: Tensor, cu_seqlens: Tensor, max_seqlen: int) -> Tensor:
+    def forward(self, x: Tensor, cu_seqlens: Tensor, max_seqlen: int, positions: Tensor | None = None) -> Tensor:
+        """``positions``: [T] or [T, A] per-token positions for rotary (frame x joint, patch row x column,
+        point x/y/z); default: the index inside each packed sequence."""
         if max_seqlen > self.cfg.max_len:
             raise ValueError(f"sequence of length {max_seqlen} exceeds EncoderConfig.max_len={self.cfg.max_len}")
         cos_sin = None
         if self.cfg.rotary:
             # One rotary table for all layers instead of one per layer.
-            positions = positions_from_cu_seqlens(cu_seqlens, x.shape[0])
+            if positions is None:
+                positions = positions_from_cu_seqlens(cu_seqlens, x.shape[0])
             cos_sin = rotary_cos_sin(positions, self.cfg.d_model // self.cfg.n_heads, dtype=x.dtype)
         for block in self.blocks:
             x = block(x, cu_seqlens, max_seqlen, cos_sin)
@@ -111,8 +114,8 @@ class TokenEncoder(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.encoder = Encoder(cfg)
 
-    def forward(self, ids: Tensor, cu_seqlens: Tensor, max_seqlen: int) -> Tensor:
-        return self.encoder(self.drop(self.embed(ids)), cu_seqlens, max_seqlen)
+    def forward(self, ids: Tensor, cu_seqlens: Tensor, max_seqlen: int, positions: Tensor | None = None) -> Tensor:
+        return self.encoder(self.drop(self.embed(ids)), cu_seqlens, max_seqlen, positions)
 
     def encode_padded(self, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, int]:
         """Padded ids [B, L] + mask [B, L] -> (tokens [T, D], cu_seqlens, max_seqlen)."""

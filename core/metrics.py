@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import platform
 
+from typing import Any, Mapping
+
 import numpy as np
 
 
@@ -22,6 +24,15 @@ def r2(y: np.ndarray, p: np.ndarray) -> float:
 
 
 REGRESSION_METRICS = {"rmse": rmse, "mae": mae, "r2": r2}
+
+
+def metric_rows(task: str, dataset: str, split: str, method: str, metrics: Mapping[str, float],
+                **extra: Any) -> list[dict]:
+    """Benchmark/evaluation rows in the documented convention {task, dataset, split, method, metric, value,
+    machine} (+ `extra` fields such as threads), one per metric."""
+    machine = machine_label()
+    return [{"task": task, "dataset": dataset, "split": split, "method": method, "metric": name,
+             "value": float(value), "machine": machine, **extra} for name, value in metrics.items()]
 
 
 def machine_label() -> str:

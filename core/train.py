@@ -1,4 +1,5 @@
-"""The training loop shared by every domain: AdamW, warm-up + cosine, clipping, early stopping, resume."""
+"""The training loop shared by every domain: AdamW (no decay on norms and biases), warm-up + cosine, clipping,
+early stopping on a validation score (the starting weights are scored too), resume, optional loader workers."""
 from __future__ import annotations
 
 import logging
@@ -10,11 +11,10 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-
 from core.checkpoint import clear_resume, load_resume, load_weights, save_resume, save_weights
 from core.domain import TrainingTask
 from core.errors import UserError
+from core.progress import Progress
 
 log = logging.getLogger("sciformer.train")
 
@@ -48,11 +48,46 @@ def warmup_cosine(total_steps: int, warmup_frac: float):
     return factor
 
 
-def _batches(data, batch_size: int, collate, shuffle: bool, gen: torch.Generator | None):
-    order = torch.randperm(len(data), generator=gen).tolist() if shuffle else range(len(data))
-    order = list(order)
-    for start in range(0, len(order), batch_size):
-        yield collate([data[i] for i in order[start:start + batch_size]])
+def _batches(data, batch_size: int, collate, shuffle: bool, gen: torch.Generator | None, workers: int = 0):
+    order = torch.randperm(len(data), generator=gen).tolist() if shuffle else list(range(len(data)))
+    chunks = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    if workers <= 0:
+        for idx in chunks:
+            yield collate([data[i] for i in idx])
+        return
+    # Worker processes build batches ahead of the training step (heavy featurization or augmentation);
+    # each worker is seeded from torch's RNG, so a run is repeatable for a fixed number of workers.
+    loader = torch.utils.data.DataLoader(_Indexed(data), batch_sampler=chunks, collate_fn=collate,
+                                         num_workers=workers, persistent_workers=False,
+                                         multiprocessing_context="spawn")
+    yield from loader
+
+
+class _Indexed(torch.utils.data.Dataset):
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i):
+        return self.data[i]
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """nanoGPT's split: matrices (linear and embedding weights) decay; biases, norm scales and other vectors
+    do not (decaying a LayerNorm gain toward 0 or a bias toward 0 only hurts)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
+def split_loss(value: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    """A task's loss is a scalar, or (scalar, {component: value}) whose components are logged."""
+    if isinstance(value, tuple):
+        loss, parts = value
+        return loss, {k: float(v.detach() if hasattr(v, "detach") else v) for k, v in parts.items()}
+    return value, {}
 
 
 def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
@@ -66,62 +101,77 @@ def batch_size_of(batch: Mapping[str, Any], out: Any) -> int:
 
 
 @torch.no_grad()
-def evaluate_loss(task: TrainingTask, batch_size: int, device: torch.device) -> float:
+def validation_score(task: TrainingTask, batch_size: int, device: torch.device, workers: int = 0) -> float:
+    """What early stopping minimizes: the task's `val_score` if it has one, else the mean validation loss."""
     task.model.eval()
+    if task.val_score is not None:
+        return float(task.val_score(task.model))
     total, count = 0.0, 0
-    for batch in _batches(task.val_data, batch_size, task.collate, False, None):
+    for batch in _batches(task.val_data, batch_size, task.val_collate or task.collate, False, None, workers):
         batch = to_device(batch, device)
         out = task.model(batch)
         n = batch_size_of(batch, out)
-        total += float(task.loss(out, batch)) * n
+        total += float(split_loss(task.loss(out, batch))[0]) * n
         count += n
     return total / max(count, 1)
 
 
 def fit(task: TrainingTask, train_cfg: Mapping[str, Any], run_dir: Path, seed: int,
         extra_meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Train `task.model`; keep the best validation weights in run_dir; resume if interrupted before."""
+    """Train `task.model`; keep the best validation weights in run_dir; resume if interrupted before.
+
+    The starting weights (a closed-form initialization, a pretrained encoder) are scored on validation before
+    the first epoch and kept when no epoch beats them: training can only improve on where it started."""
     device = pick_device(train_cfg.get("device", "auto"))
     if device.type == "cpu":
         configure_threads(int(train_cfg.get("threads", 1)))
     seed_everything(seed)
     model = task.model.to(device)
     bs = int(train_cfg["batch_size"])
+    workers = int(train_cfg.get("workers", 0))
     steps_per_epoch = max(1, math.ceil(len(task.train_data) / bs))
     epochs = int(train_cfg["epochs"])
     total = steps_per_epoch * epochs
     if train_cfg.get("max_steps"):
         total = min(total, int(train_cfg["max_steps"]))
-    opt = torch.optim.AdamW(model.parameters(), lr=float(train_cfg["lr"]),
-                            weight_decay=float(train_cfg.get("weight_decay", 0.0)))
+    opt = torch.optim.AdamW(param_groups(model, float(train_cfg.get("weight_decay", 0.0))),
+                            lr=float(train_cfg["lr"]))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, float(train_cfg.get("warmup_frac", 0.05))))
     amp = bool(train_cfg.get("amp", True)) and device.type == "cuda"
     clip = float(train_cfg.get("grad_clip", 0.0))
     patience = int(train_cfg.get("patience", 10))
     run_dir.mkdir(parents=True, exist_ok=True)
+    has_val = len(task.val_data) > 0 or task.val_score is not None
 
-    progress = load_resume(run_dir, model, opt, sched) or {"epoch": 0, "step": 0, "best": None,
-                                                          "best_epoch": -1, "history": []}
-    if progress["epoch"]:
+    progress = load_resume(run_dir, model, opt, sched)
+    if progress is None:
+        progress = {"epoch": 0, "step": 0, "best": None, "best_epoch": -1, "history": []}
+        if has_val:  # epoch -1 = the starting weights
+            start_score = validation_score(task, bs, device, workers)
+            progress["history"].append({"epoch": -1, task.val_metric: start_score})
+            if math.isfinite(start_score):
+                progress["best"] = start_score
+                save_weights(model, run_dir, _meta(task, progress, seed, extra_meta))
+    else:
         log.info("resuming %s at epoch %d", run_dir, progress["epoch"])
     gen = torch.Generator().manual_seed(seed)
     for _ in range(progress["epoch"]):  # replay the shuffles of finished epochs: resumed == uninterrupted
         torch.randperm(len(task.train_data), generator=gen)
-    bar = tqdm(total=total, initial=progress["step"], disable=not train_cfg.get("progress", True),
-               desc=f"train {run_dir.name}", unit="step", leave=False)
+    bar = Progress(total, f"train {run_dir.name}", "step", enabled=bool(train_cfg.get("progress", True)),
+                   initial=progress["step"])
     start = time.perf_counter()
     for epoch in range(progress["epoch"], epochs):
         if progress["step"] >= total:
             break
         model.train()
-        running, seen = 0.0, 0
-        for batch in _batches(task.train_data, bs, task.collate, True, gen):
+        running, seen, parts_sum = 0.0, 0, {}
+        for batch in _batches(task.train_data, bs, task.collate, True, gen, workers):
             if progress["step"] >= total:
                 break
             batch = to_device(batch, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 out = model(batch)
-            loss = task.loss(out, batch)  # outside autocast: losses are computed in float32
+            loss, parts = split_loss(task.loss(out, batch))  # outside autocast: losses are computed in float32
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if clip > 0:
@@ -131,14 +181,18 @@ def fit(task: TrainingTask, train_cfg: Mapping[str, Any], run_dir: Path, seed: i
             progress["step"] += 1
             n = batch_size_of(batch, out)
             running += float(loss.detach()) * n
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v * n
             seen += n
             bar.update(1)
-        val = evaluate_loss(task, bs, device) if len(task.val_data) else running / max(seen, 1)
+        train_loss = running / max(seen, 1)
+        val = validation_score(task, bs, device, workers) if has_val else train_loss
         if not math.isfinite(val):
             raise UserError(f"{run_dir}: the loss became {val} in epoch {epoch} (training diverged); "
                             "lower train.lr or raise train.grad_clip's strictness (e.g. --set train.lr=1e-4)")
-        progress["history"].append({"epoch": epoch, "train_loss": running / max(seen, 1), task.val_metric: val})
-        bar.set_postfix(train=f"{running / max(seen, 1):.4f}", val=f"{val:.4f}")
+        progress["history"].append({"epoch": epoch, "train_loss": train_loss, task.val_metric: val,
+                                    **{f"train_{k}": v / max(seen, 1) for k, v in parts_sum.items()}})
+        bar.set_postfix(epoch=epoch, train=f"{train_loss:.4f}", val=f"{val:.4f}")
         progress["epoch"] = epoch + 1
         if progress["best"] is None or val < progress["best"]:
             progress["best"], progress["best_epoch"] = val, epoch
@@ -148,9 +202,12 @@ def fit(task: TrainingTask, train_cfg: Mapping[str, Any], run_dir: Path, seed: i
             log.info("early stop at epoch %d (best %d)", epoch, progress["best_epoch"])
             break
     bar.close()
+    if progress["best_epoch"] == -1 and progress["best"] is not None:
+        log.info("%s: no epoch beat the starting weights on validation; keeping them", run_dir)
     # final metadata (with the full history) beside the best weights; resume state is no longer needed
     best = task.model
-    load_weights(best, run_dir)
+    if (run_dir / "model.safetensors").exists():
+        load_weights(best, run_dir)
     save_weights(best, run_dir, _meta(task, progress, seed, extra_meta, seconds=time.perf_counter() - start))
     clear_resume(run_dir)
     return progress

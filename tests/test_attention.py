@@ -93,6 +93,46 @@ def test_rotary_properties():
     assert positions_from_cu_seqlens(cu, 7).tolist() == [0, 1, 2, 0, 1, 2, 3]
 
 
+@pytest.mark.parametrize("axes", [2, 3])
+def test_rotary_several_axes_depends_on_per_axis_offsets(axes):
+    torch.manual_seed(0)
+    dh = 16
+    q, k = torch.randn(1, 1, dh, dtype=torch.float64), torch.randn(1, 1, dh, dtype=torch.float64)
+
+    def score(m, n):
+        cq, sq = rotary_cos_sin(torch.tensor([m], dtype=torch.float64), dh, dtype=torch.float64)
+        ck, sk = rotary_cos_sin(torch.tensor([n], dtype=torch.float64), dh, dtype=torch.float64)
+        return (apply_rotary(q, cq, sq) * apply_rotary(k, ck, sk)).sum()
+
+    a, b = [3.0, 1.0, 2.0][:axes], [1.0, 5.0, 0.5][:axes]
+    shift = [10.0, -4.0, 7.25][:axes]
+    assert torch.allclose(score(a, b), score([x + s for x, s in zip(a, shift)], [x + s for x, s in zip(b, shift)]))
+    for axis in range(axes):  # moving one token along any single axis changes the score
+        moved = list(a)
+        moved[axis] += 1.0
+        assert not torch.allclose(score(a, b), score(moved, b))
+    # one axis given as [T, 1] is plain 1-D rotary
+    pos = torch.arange(7)
+    one = rotary_cos_sin(pos[:, None], dh, dtype=torch.float64)
+    assert all(torch.equal(x, y) for x, y in zip(one, rotary_cos_sin(pos, dh, dtype=torch.float64)))
+
+
+def test_encoder_takes_positions_of_several_axes():
+    from core.encoder import Encoder, EncoderConfig
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(d_model=16, n_heads=2, n_layers=1, d_ff=32, dropout=0.0)).eval()
+    x = torch.randn(6, 16)
+    cu = lengths_to_cu_seqlens(torch.tensor([6]))
+    grid = torch.tensor([[r, c] for r in range(2) for c in range(3)])
+    out = enc(x, cu, 6, positions=grid)
+    # permuting tokens together with their positions permutes the output: position comes from `positions`
+    perm = torch.tensor([5, 3, 1, 0, 2, 4])
+    assert torch.allclose(enc(x[perm], cu, 6, positions=grid[perm]), out[perm], atol=1e-5)
+    assert not torch.allclose(out, enc(x, cu, 6), atol=1e-3)
+    with pytest.raises(ValueError, match="positions must be"):
+        enc(x, cu, 6, positions=torch.zeros(6, 2, 2))
+
+
 def test_rotary_odd_dim_raises():
     with pytest.raises(ValueError, match="head_dim=5"):
         rotary_cos_sin(torch.arange(3), 5)

@@ -31,8 +31,8 @@ def make_task(interrupt_at_epoch=None):
 
     def loss(out, batch):
         state["calls"] += 1
-        if interrupt_at_epoch is not None and state["calls"] == interrupt_at_epoch * 7 + 1:
-            raise KeyboardInterrupt  # 6 train batches + 1 val batch per epoch
+        if interrupt_at_epoch is not None and state["calls"] == interrupt_at_epoch * 7 + 2:
+            raise KeyboardInterrupt  # 1 val batch for the starting weights, then 6 train + 1 val per epoch
         return torch.nn.functional.mse_loss(out, batch["y"])
 
     collate = lambda items: {"x": torch.stack([i["x"] for i in items]), "y": torch.stack([i["y"] for i in items])}
@@ -67,18 +67,93 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
         fit(make_task(interrupt_at_epoch=2), TRAIN_CFG, tmp_path / "resumed", seed=1)
     assert (tmp_path / "resumed" / "resume.json").exists()
     progress = fit(make_task(), TRAIN_CFG, tmp_path / "resumed", seed=1)
-    assert len(progress["history"]) == TRAIN_CFG["epochs"]
+    assert [h["epoch"] for h in progress["history"]] == [-1, *range(TRAIN_CFG["epochs"])]
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
     assert all(torch.allclose(a[k], b[k]) for k in a)
     assert not (tmp_path / "resumed" / "resume.json").exists()
 
 
-def test_early_stopping_and_metadata(tmp_path):
-    cfg = {**TRAIN_CFG, "epochs": 50, "patience": 2, "lr": 1e-9}  # no progress -> stops after patience
-    progress = fit(make_task(), cfg, tmp_path / "r", seed=0)
-    assert len(progress["history"]) < 50
+def _val_loss(model, task):
+    model.eval()
+    with torch.no_grad():
+        batch = task.collate(task.val_data)
+        return float(torch.nn.functional.mse_loss(model(batch), batch["y"]))
+
+
+def test_early_stopping_restores_the_best_epochs_weights(tmp_path):
+    # a high learning rate makes validation loss go up and down: the best epoch is not the last one
+    cfg = {**TRAIN_CFG, "epochs": 30, "patience": 3, "lr": 0.3, "grad_clip": 0.0}
+    task = make_task()
+    progress = fit(task, cfg, tmp_path / "r", seed=0)
+    history = progress["history"]
+    assert len(history) < 31, "patience 3 must stop before the last epoch"
+    best = min(history, key=lambda h: h["val_loss"])
+    assert progress["best_epoch"] == best["epoch"] and best["epoch"] != history[-1]["epoch"]
     meta = json.loads((tmp_path / "r" / "meta.json").read_text())
-    assert meta["task"] == {"kind": "toy"} and "train_seconds" in meta and meta["best_epoch"] >= 0
+    assert meta["task"] == {"kind": "toy"} and "train_seconds" in meta and meta["best_epoch"] == best["epoch"]
+    restored = Net()
+    load_weights(restored, tmp_path / "r")
+    # the saved weights score exactly the best epoch's validation loss, not the last epoch's
+    assert _val_loss(restored, task) == pytest.approx(best["val_loss"], rel=1e-6)
+    assert _val_loss(restored, task) < history[-1]["val_loss"]
+
+
+def test_starting_weights_are_kept_when_no_epoch_beats_them(tmp_path):
+    task = make_task()
+    # training labels are shifted by +3: every epoch moves the model away from the validation optimum
+    task.train_data = [{"x": d["x"], "y": d["y"] + 3.0} for d in task.train_data]
+    with torch.no_grad():  # start at the (noise-free) validation optimum
+        task.model.net[0].weight.zero_()
+        task.model.net[0].weight[:3].copy_(torch.eye(3))
+        task.model.net[0].weight[3:6].copy_(-torch.eye(3))
+        task.model.net[0].bias.zero_()
+        task.model.net[3].weight.zero_()   # relu(x) - relu(-x) = x, so the net computes y = x . [1, -2, .5]
+        task.model.net[3].weight[0, :6].copy_(torch.tensor([1.0, -2.0, 0.5, -1.0, 2.0, -0.5]))
+        task.model.net[3].bias.zero_()
+    start = {k: v.clone() for k, v in task.model.state_dict().items()}
+    progress = fit(task, {**TRAIN_CFG, "epochs": 3}, tmp_path / "r", seed=0)
+    assert progress["best_epoch"] == -1 and progress["history"][0]["epoch"] == -1
+    assert all(h["val_loss"] > progress["history"][0]["val_loss"] for h in progress["history"][1:])
+    saved = weights(tmp_path / "r")
+    assert all(torch.equal(saved[k], start[k]) for k in start)
+
+
+def test_no_weight_decay_on_biases_and_norms():
+    from core.train import param_groups
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Embedding(5, 4))
+    decay, no_decay = param_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[2].weight)}
+    assert {id(p) for p in no_decay["params"]} == {id(model[0].bias), id(model[1].weight), id(model[1].bias)}
+
+
+def test_loss_components_are_logged_per_epoch(tmp_path):
+    task = make_task()
+    mse = task.loss
+    task.loss = lambda out, batch: (mse(out, batch), {"abs": (out - batch["y"]).abs().mean()})
+    progress = fit(task, {**TRAIN_CFG, "epochs": 2}, tmp_path / "r", seed=0)
+    assert all(h["train_abs"] > 0 for h in progress["history"][1:])
+
+
+def test_validation_score_replaces_the_mean_loss(tmp_path):
+    task = make_task()
+    calls = []
+    task.val_score = lambda model: calls.append(1) or 42.0 - len(calls)   # improves every call
+    progress = fit(task, {**TRAIN_CFG, "epochs": 3}, tmp_path / "r", seed=0)
+    assert [h["val_loss"] for h in progress["history"]] == [41.0, 40.0, 39.0, 38.0]
+    assert progress["best_epoch"] == 2
+
+
+def test_loader_workers_give_the_same_batches(tmp_path):
+    from core.train import _batches
+    task = make_task()
+    plain = list(_batches(task.train_data, 8, task.collate, True, torch.Generator().manual_seed(5)))
+    pooled = list(_batches(task.train_data, 8, _stack, True, torch.Generator().manual_seed(5), workers=1))
+    assert len(plain) == len(pooled) and all(torch.equal(a["x"], b["x"]) for a, b in zip(plain, pooled))
+
+
+def _stack(items):  # module level: worker processes (spawn) pickle the collate function
+    return {"x": torch.stack([i["x"] for i in items]), "y": torch.stack([i["y"] for i in items])}
 
 
 def test_checkpoint_is_safetensors_not_pickle(tmp_path):
