@@ -12,25 +12,21 @@ with --commit to benchmarks/results/kernels-<machine>.json). Metrics: ms, tflops
 roofline_fraction (the larger of the compute and memory fractions: the bound that applies),
 speedup_vs_fla, speedup_vs_padded. Without CUDA it prints a message and exits 0.
 
-    python benchmarks/kernels.py            # full run (a few minutes on an H100)
-    python benchmarks/kernels.py --quick    # T up to 4k, fewer batches
+    python -m benchmarks.kernels            # full run (a few minutes on an H100)
+    python -m benchmarks.kernels --quick    # T up to 4k, fewer batches
 """
 from __future__ import annotations
 
 import argparse
 import math
-import sys
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from core.io import write_json  # noqa: E402
-from core.metrics import machine_label  # noqa: E402
-from core.packing import lengths_to_cu_seqlens, positions_from_cu_seqlens, unpack  # noqa: E402
-from core.rotary import rotary_cos_sin  # noqa: E402
+from benchmarks.common import ROOT
+from core.io import write_json
+from core.metrics import machine_label
+from core.packing import lengths_to_cu_seqlens, positions_from_cu_seqlens, unpack
+from core.rotary import rotary_cos_sin
 
 HEADS, DH = 8, 64
 DTYPE = torch.bfloat16
@@ -74,8 +70,8 @@ def check_correctness(ops, attention) -> None:
     q, k, v, cu, max_len, cos, sin = make_batch(smiles_lengths(64, 128) + [1, 0, 1000], seed=1)
     dout = torch.randn_like(v)
     for name, fast, ref in (
-        ("linear", ops.linear_attention_rotary, attention.linear_attention),
-        ("varlen", ops.varlen_attention, attention.sdpa_attention),
+        ("linear", ops.linear_attention_rotary, attention_linear.linear_attention),
+        ("varlen", ops.varlen_attention, attention_softmax.sdpa_attention),
     ):
         out = fast(q, k, v, cu, max_len, cos, sin)
         grads = torch.autograd.grad(out, (q, k, v), dout)
@@ -172,8 +168,8 @@ def main() -> int:
     except ImportError:
         print("benchmarks/kernels.py: triton is not installed (pip install '.[gpu]').")
         return 0
-    from core import attention
-    from core.kernels import ops
+    from core.attention import linear as attention_linear, softmax as attention_softmax
+    from core.attention.kernels import ops
 
     machine = machine_label()
     peak_tflops, peak_gbps = roofline()
@@ -185,7 +181,7 @@ def main() -> int:
         datasets[f"smiles_B{batch}_L{max_len}_fill0.6"] = smiles_lengths(batch, max_len)
     fla = fla_linear()
     methods = {
-        "linear": {"linear_fused": ops.linear_attention_rotary, "linear_torch": attention.linear_attention,
+        "linear": {"linear_fused": ops.linear_attention_rotary, "linear_torch": attention_linear.linear_attention,
                    **({"fla_chunk_linear_attn_causal": fla} if fla else {}), "sdpa_padded": sdpa_padded},
         "varlen": {"varlen": ops.varlen_attention, "sdpa_padded": sdpa_padded},
     }

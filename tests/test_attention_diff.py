@@ -6,7 +6,9 @@ import math
 import pytest
 import torch
 
-from core import attention as A
+from core.attention import differential as A
+from core.attention import available_attention, resolve_attention
+from core.attention import softmax as S
 from core.encoder import Encoder, EncoderConfig
 from core.rotary import apply_rotary, rotary_cos_sin
 from test_attention import DH, H, make_qkv  # tests/ is on sys.path (rootdir-less test modules): same inputs
@@ -36,9 +38,9 @@ def naive_diff(q, k, v, cu, lam):
 
 
 def test_registered_as_its_own_kind():
-    backends = A.available_attention()
+    backends = available_attention()
     assert backends["diff"].kind == backends["diff_reference"].kind == "differential"
-    assert A.resolve_attention("diff", "cpu").name == "diff"
+    assert resolve_attention("diff", "cpu").name == "diff"
 
 
 @pytest.mark.parametrize("lengths", LENGTHS)
@@ -47,7 +49,7 @@ def test_registered_as_its_own_kind():
 def test_matches_naive_formula_float64(lengths, rotary, name):
     q, k, v, cu, max_len, cos, sin = make_qkv(lengths)
     lam = torch.tensor(0.37, dtype=torch.float64)
-    got = A.available_attention()[name].fn(q, k, v, cu, max_len, *((cos, sin) if rotary else (None, None)), lam=lam)
+    got = available_attention()[name].fn(q, k, v, cu, max_len, *((cos, sin) if rotary else (None, None)), lam=lam)
     if rotary:
         want = naive_diff(q, k, v, cu, lam)
     else:  # without rotary the naive formula is the same with identity rotation
@@ -61,7 +63,7 @@ def test_lambda_zero_is_softmax_attention_of_the_first_half():
     """With lambda = 0 only the first map remains: normalized softmax attention (core oracle) on Q1, K1."""
     q, k, v, cu, max_len, _, _ = make_qkv([5, 9, 2])
     got = A.differential_attention(q, k, v, cu, max_len, lam=0.0)
-    plain = A.reference_attention(q[..., : DH // 2], k[..., : DH // 2], v, cu, max_len)
+    plain = S.reference_attention(q[..., : DH // 2], k[..., : DH // 2], v, cu, max_len)
     want = plain / torch.sqrt(plain.pow(2).mean(-1, keepdim=True) + A.DIFF_NORM_EPS) * (1 - A.DIFF_LAMBDA_INIT)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
@@ -106,9 +108,9 @@ def test_encoder_learns_lambda_and_matches_reference_backend():
     out = fast(x, cu, 7)
     torch.testing.assert_close(out, ref(x, cu, 7))
     out.pow(2).sum().backward()
-    grads = [blk.attn.diff_lambda.vectors.grad for blk in fast.blocks]
+    grads = [blk.attn.backend_params.vectors.grad for blk in fast.blocks]
     assert all(g is not None and g.abs().sum() > 0 for g in grads)
-    lam = fast.blocks[0].attn.diff_lambda().detach()
+    lam = fast.blocks[0].attn.backend_params()["lam"].detach()
     assert abs(float(lam) - A.DIFF_LAMBDA_INIT) < 0.2  # starts near lambda_init (vectors ~ N(0, 0.1))
     # plain softmax modules carry no lambda
-    assert Encoder(EncoderConfig(d_model=16, n_heads=2, n_layers=1, d_ff=32)).blocks[0].attn.diff_lambda is None
+    assert Encoder(EncoderConfig(d_model=16, n_heads=2, n_layers=1, d_ff=32)).blocks[0].attn.backend_params is None

@@ -1,4 +1,4 @@
-"""Kernel custom ops (core.kernels) on CPU: float64 references, gradcheck, opcheck, Triton in interpreter
+"""Kernel custom ops (core.attention.kernels) on CPU: float64 references, gradcheck, opcheck, Triton in interpreter
 mode, and ahead-of-time compilation of every Triton kernel configuration for Hopper (sm_90).
 
 Three groups:
@@ -29,7 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # also when run as a script (the interpreter subprocess)
 
 from core import attention as A  # noqa: E402
-from core.kernels import ops  # noqa: E402
+from core.attention import linear as L  # noqa: E402
+from core.attention import registry as R  # noqa: E402
+from core.attention import softmax as S  # noqa: E402
+from core.attention.kernels import ops  # noqa: E402
 from core.packing import lengths_to_cu_seqlens, positions_from_cu_seqlens, unpack  # noqa: E402
 from core.rotary import rotary_cos_sin  # noqa: E402
 
@@ -60,14 +63,14 @@ def test_linear_op_matches_oracle(lengths, rotary):
     cs = (cos, sin) if rotary else (None, None)
     out = ops.linear_attention_rotary(q, k, v, cu, max_len, *cs)
     assert out.dtype == torch.float64 and out.shape == v.shape
-    torch.testing.assert_close(out, A.linear_reference_attention(q, k, v, cu, max_len, *cs), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out, L.linear_reference_attention(q, k, v, cu, max_len, *cs), rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("lengths", LENGTHS)
 def test_varlen_op_matches_oracle_and_padded_sdpa(lengths):
     q, k, v, cu, max_len, cos, sin = make_inputs(lengths)
     out = ops.varlen_attention(q, k, v, cu, max_len, cos, sin)
-    torch.testing.assert_close(out, A.reference_attention(q, k, v, cu, max_len, cos, sin), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out, S.reference_attention(q, k, v, cu, max_len, cos, sin), rtol=1e-10, atol=1e-10)
     # The padded computation written out: SDPA with a key-padding mask on [B, H, L, Dh].
     rq, rk = ops.rotary_packed(q, cos, sin), ops.rotary_packed(k, cos, sin)
     (qb, mask), (kb, _), (vb, _) = (unpack(t, cu, max_len) for t in (rq, rk, v))
@@ -92,7 +95,7 @@ def test_rotary_packed_restarts_positions(lengths):
     table_cos, table_sin = rotary_cos_sin(torch.arange(max(max_len, 1)), DH, dtype=torch.float64)
     by_position = ops.rotary_packed(q, table_cos, table_sin, cu)  # tables indexed by position
     by_token = ops.rotary_packed(q, cos, sin)  # per-token tables, as the attention backends get them
-    torch.testing.assert_close(by_position, A.apply_rotary(q, cos, sin), rtol=0, atol=1e-12)
+    torch.testing.assert_close(by_position, R.apply_rotary(q, cos, sin), rtol=0, atol=1e-12)
     torch.testing.assert_close(by_token, by_position, rtol=0, atol=1e-12)
 
 
@@ -122,7 +125,7 @@ def test_linear_backward_matches_oracle_autograd():
     q, k, v, cu, max_len, cos, sin = make_inputs(LENGTHS[4], grad=True)
     dout = torch.randn(v.shape, dtype=v.dtype)
     ours = torch.autograd.grad(ops.linear_attention_rotary(q, k, v, cu, max_len, cos, sin), (q, k, v), dout)
-    oracle = torch.autograd.grad(A.linear_reference_attention(q, k, v, cu, max_len, cos, sin), (q, k, v), dout)
+    oracle = torch.autograd.grad(L.linear_reference_attention(q, k, v, cu, max_len, cos, sin), (q, k, v), dout)
     for a, b in zip(ours, oracle):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
@@ -199,7 +202,7 @@ def test_backends_register_and_fall_back_on_cpu(kernel_backends, caplog):
     cpu = torch.device("cpu")
     assert A.resolve_attention("linear_op", cpu).name == "linear_op"
     assert A.resolve_attention("varlen", cpu).name == "varlen"
-    A._WARNED.discard(("linear_fused", "cpu"))
+    R._WARNED.discard(("linear_fused", "cpu"))
     with warnings.catch_warnings(record=True) as caught, caplog.at_level("INFO", logger="sciformer.attention"):
         warnings.simplefilter("always")
         assert A.resolve_attention("linear_fused", cpu).name == "linear"  # CUDA-only; vectorized fallback
@@ -225,9 +228,9 @@ INTERP_CASES = {  # name -> (lengths, heads, head dim, dtype)
 
 def _interpreter_checks() -> dict:
     """Runs in the subprocess (TRITON_INTERPRET=1): max |triton - reference| per check."""
-    from core.kernels import triton_linear as TL, triton_rotary as TR
+    from core.attention.kernels import triton_linear as TL, triton_rotary as TR
 
-    assert TL.LINEAR_EPS == A.LINEAR_EPS
+    assert TL.LINEAR_EPS == L.LINEAR_EPS
     errors = {}
     for name, (lengths, heads, dh, dtype) in INTERP_CASES.items():
         dt = getattr(torch, dtype)
@@ -255,7 +258,7 @@ def _interpreter_checks() -> dict:
     q, k, v, cu, max_len, cos, sin = make_inputs([4, 0, 11, 1], 2, 16, torch.float32, seed=2, grad=True)
     ours = ops.linear_attention_rotary(q, k, v, cu, max_len, cos, sin)
     grads = torch.autograd.grad(ours.square().sum(), (q, k, v))
-    oracle = A.linear_reference_attention(q, k, v, cu, max_len, cos, sin)
+    oracle = L.linear_reference_attention(q, k, v, cu, max_len, cos, sin)
     want = torch.autograd.grad(oracle.square().sum(), (q, k, v))
     errors["op_path_fwd_bwd"] = max((a - b).abs().max().item() for a, b in zip((ours, *grads), (oracle, *want)))
     return errors
@@ -289,7 +292,7 @@ def test_triton_interpreter(interpreter_results, case):
 def _hopper_specs():
     if not HAS_TRITON:
         return []
-    from core.kernels import triton_linear, triton_rotary
+    from core.attention.kernels import triton_linear, triton_rotary
 
     return [*triton_linear.compile_specs(), *triton_rotary.compile_specs()]
 
@@ -315,7 +318,7 @@ def test_triton_compiles_for_hopper(index):
 
 @needs_triton
 def test_compile_specs_cover_every_kernel():
-    from core.kernels import triton_linear, triton_rotary
+    from core.attention.kernels import triton_linear, triton_rotary
 
     kernels = {s[1] for s in _SPECS}
     expected = {triton_linear._state_kernel, triton_linear._out_kernel, triton_linear._bwd_q_kernel,

@@ -11,7 +11,7 @@ instead of materializing a [T] position tensor: one pass over x, no extra launch
 ``cu_seqlens=None`` the tables are per token (p = t), the layout the attention backends receive.
 One program handles BLOCK_T tokens for all heads, so each cos/sin row is read once.
 
-This module imports triton at import time: import it only through ``core.kernels.ops`` (lazily).
+This module imports triton at import time: import it only through ``core.attention.kernels.ops`` (lazily).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from core.kernels.triton_linear import interpret_mode
+from core.attention.kernels.triton_linear import interpret_mode
 
 
 @triton.jit

@@ -9,7 +9,7 @@ treats them as opaque calls.
     linear_attention_rotary(q, k, v, cu_seqlens, max_seqlen, cos=None, sin=None)  # attention backend fn
     rotary_packed(x, cos, sin, cu_seqlens=None)                                     # fused rotary
     varlen_attention(q, k, v, cu_seqlens, max_seqlen, cos=None, sin=None)          # attention backend fn
-    register_kernel_backends()  # adds "linear_fused", "linear_op", "varlen" to core.attention
+    register_kernel_backends()  # adds "linear_fused", "linear_op", "varlen" to the attention registry
 
 Triton is imported lazily (first CUDA call), so importing this module never needs triton and
 TRITON_INTERPRET can still be set before triton's first import. Setting SCIFORMER_TRITON_CPU=1
@@ -25,7 +25,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from core.attention import ANY_DEVICE, LINEAR_EPS, AttentionBackend, register_attention, sdpa_attention
+from core.attention.linear import LINEAR_EPS, feature_map, feature_map_grad, gather_matvec, segment_outer
+from core.attention.registry import ANY_DEVICE, AttentionBackend, register_attention, rotate
+from core.attention.softmax import sdpa_attention
 from core.packing import positions_from_cu_seqlens, segment_ids, seqlens_from_cu_seqlens, unpack
 from core.rotary import rotate_half
 
@@ -58,43 +60,6 @@ def _state_dtype(t: Tensor) -> torch.dtype:
 # --------------------------------------------------------------------------- linear attention, references
 
 
-def _phi(x: Tensor) -> Tensor:
-    return torch.nn.functional.elu(x) + 1.0
-
-
-def _dphi(x: Tensor) -> Tensor:
-    return torch.where(x > 0, torch.ones_like(x), torch.exp(x.clamp(max=0)))
-
-
-def _rot(x: Tensor, cos: Optional[Tensor], sin: Optional[Tensor]) -> Tensor:
-    if cos is None:
-        return x
-    return x * cos.to(x.dtype)[:, None] + rotate_half(x) * sin.to(x.dtype)[:, None]
-
-
-def _chunks(total: int, per_token: int):
-    """Token ranges whose [n, H, D, Dv] temporaries stay around 2^24 elements (bounded CPU memory)."""
-    step = max(1, (1 << 24) // max(1, per_token))
-    return [(s, min(total, s + step)) for s in range(0, total, step)]
-
-
-def _segment_outer(a: Tensor, b: Tensor, seg: Tensor, batch: int) -> Tensor:
-    """sum over the tokens of each sequence of a_t b_t^T: [T, H, D], [T, H, E] -> [B, H, D, E]."""
-    out = a.new_zeros(batch, a.shape[1], a.shape[2], b.shape[2])
-    for s, e in _chunks(a.shape[0], a.shape[1] * a.shape[2] * b.shape[2]):
-        out = out.index_add(0, seg[s:e], torch.einsum("thd,the->thde", a[s:e], b[s:e]))
-    return out
-
-
-def _gather_matvec(x: Tensor, state: Tensor, seg: Tensor, transpose: bool = False) -> Tensor:
-    """Per token x_t @ state[seg_t] ([T,H,D] x [B,H,D,E] -> [T,H,E]); transpose uses state^T."""
-    eq = "the,thde->thd" if transpose else "thd,thde->the"
-    per = state.shape[1] * state.shape[2] * state.shape[3]
-    parts = [torch.einsum(eq, x[s:e], state[seg[s:e]]) for s, e in _chunks(x.shape[0], per)]
-    width = state.shape[2] if transpose else state.shape[3]
-    return torch.cat(parts) if parts else x.new_zeros(0, x.shape[1], width)
-
-
 def linear_fwd_reference(q, k, v, cu_seqlens, cos=None, sin=None):
     """O(T) reference of the fused kernel: (out, KV [B,H,D,Dv], S [B,H,D]); states in fp32 for half inputs."""
     sd = _state_dtype(q)
@@ -102,12 +67,12 @@ def linear_fwd_reference(q, k, v, cu_seqlens, cos=None, sin=None):
     cos32, sin32 = (None, None) if cos is None else (cos.to(sd), sin.to(sd))
     batch, total = cu_seqlens.numel() - 1, q.shape[0]
     seg = segment_ids(cu_seqlens, total)
-    fq, fk = _phi(q32), _phi(k32)
-    rq, rk = _rot(fq, cos32, sin32), _rot(fk, cos32, sin32)
-    kv = _segment_outer(rk, v32, seg, batch)
+    fq, fk = feature_map(q32), feature_map(k32)
+    rq, rk = rotate(fq, cos32, sin32), rotate(fk, cos32, sin32)
+    kv = segment_outer(rk, v32, seg, batch)
     s = fk.new_zeros(batch, fk.shape[1], fk.shape[2]).index_add(0, seg, fk)
     z = (fq * s[seg]).sum(-1, keepdim=True) + LINEAR_EPS
-    out = _gather_matvec(rq, kv, seg) / z
+    out = gather_matvec(rq, kv, seg) / z
     return out.to(v.dtype), kv, s
 
 
@@ -121,20 +86,20 @@ def linear_bwd_reference(dout, q, k, v, cu_seqlens, cos, sin, out, kv, s, rotary
     cos32, sin32 = (None, None) if cos is None else (cos.to(sd), sin.to(sd))
     batch, total = cu_seqlens.numel() - 1, q.shape[0]
     seg = segment_ids(cu_seqlens, total)
-    fq, fk = _phi(q32), _phi(k32)
-    rq, rk = _rot(fq, cos32, sin32), _rot(fk, cos32, sin32)
+    fq, fk = feature_map(q32), feature_map(k32)
+    rq, rk = rotate(fq, cos32, sin32), rotate(fk, cos32, sin32)
     z = (fq * s[seg]).sum(-1, keepdim=True) + LINEAR_EPS
     g = do32 / z
     dz = -(g * o32).sum(-1, keepdim=True)
-    drq = _gather_matvec(g, kv, seg, transpose=True)  # KV g
-    dkv = _segment_outer(rq, g, seg, batch)
+    drq = gather_matvec(g, kv, seg, transpose=True)  # KV g
+    dkv = segment_outer(rq, g, seg, batch)
     ds = fk.new_zeros(s.shape).index_add(0, seg, dz * fq)
-    drk = _gather_matvec(v32, dkv, seg, transpose=True)  # dKV v
-    dv = _gather_matvec(rk, dkv, seg)  # dKV^T rk
+    drk = gather_matvec(v32, dkv, seg, transpose=True)  # dKV v
+    dv = gather_matvec(rk, dkv, seg)  # dKV^T rk
     # R^T y = y * cos - rotate_half(y * sin): rotate_half is antisymmetric.
     unrot = (lambda y: y) if cos is None else (lambda y: y * cos32[:, None] - rotate_half(y * sin32[:, None]))
-    dq = (unrot(drq) + dz * s[seg]) * _dphi(q32)
-    dk = (unrot(drk) + ds[seg]) * _dphi(k32)
+    dq = (unrot(drq) + dz * s[seg]) * feature_map_grad(q32)
+    dk = (unrot(drk) + ds[seg]) * feature_map_grad(k32)
     if rotary_grad and cos is not None:
         dcos = (drq * fq + drk * fk).sum(1).to(cos.dtype)
         dsin = (drq * rotate_half(fq) + drk * rotate_half(fk)).sum(1).to(sin.dtype)
@@ -151,7 +116,7 @@ def linear_rotary_fwd(
     q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, cos: Optional[Tensor], sin: Optional[Tensor]
 ) -> tuple[Tensor, Tensor, Tensor]:
     if _use_triton(q):
-        from core.kernels import triton_linear
+        from core.attention.kernels import triton_linear
 
         return triton_linear.linear_fwd(q, k, v, cu_seqlens, cos, sin)
     return linear_fwd_reference(q, k, v, cu_seqlens, cos, sin)
@@ -170,7 +135,7 @@ def linear_rotary_bwd(
     sin: Optional[Tensor], out: Tensor, kv: Tensor, s: Tensor, rotary_grad: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     if _use_triton(q) and not rotary_grad:
-        from core.kernels import triton_linear
+        from core.attention.kernels import triton_linear
 
         dq, dk, dv = triton_linear.linear_bwd(dout, q, k, v, cu_seqlens, cos, sin, out, kv, s)
         return dq, dk, dv, q.new_zeros(0), q.new_zeros(0)
@@ -223,7 +188,7 @@ def rotary_reference(x, cos, sin, cu_seqlens=None, backward=False):
 
 def _rotary_impl(x, cos, sin, cu_seqlens, backward):
     if _use_triton(x):
-        from core.kernels import triton_rotary
+        from core.attention.kernels import triton_rotary
 
         return triton_rotary.rotary(x, cos, sin, cu_seqlens, backward)
     return rotary_reference(x, cos, sin, cu_seqlens, backward)
