@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import warnings
 from pathlib import Path
 
 from core import domain as registry
@@ -13,7 +15,18 @@ from core.errors import UserError
 log = logging.getLogger("sciformer")
 
 
+def _verbosity(p: argparse.ArgumentParser, top: bool = False) -> None:
+    # accepted before and after the subcommand (`sciformer -q predict` and `sciformer predict -q`); the
+    # subcommand's copies default to SUPPRESS so they never overwrite what was given before it
+    default = {} if top else {"default": argparse.SUPPRESS}
+    p.add_argument("-v", "--verbose", action="count", help="more logging (-vv for debug)",
+                   **({"default": 0} if top else default))
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress output",
+                   **({"default": False} if top else default))
+
+
 def _common(p: argparse.ArgumentParser, needs_domain: bool = True) -> None:
+    _verbosity(p)
     if needs_domain:
         p.add_argument("-d", "--domain", required=True, choices=registry.registered_names(), help="domain name")
     p.add_argument("--config", help="YAML file overriding the domain's defaults")
@@ -23,12 +36,11 @@ def _common(p: argparse.ArgumentParser, needs_domain: bool = True) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sciformer", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bars")
+    _verbosity(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("list", help="registered domains, their stages and the attention backends")
-    sub.add_parser("doctor", help="check every design-card package imports and works; device, threads, Triton")
+    _verbosity(sub.add_parser("list", help="domains, their tasks and stages, and the attention backends"))
+    _verbosity(sub.add_parser("doctor", help="check every domain's packages import and work; device, threads, Triton"))
 
     p = sub.add_parser("validate", help="check a config (and optionally a prediction input) without running")
     _common(p)
@@ -55,14 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="metrics JSON to write")
     p.add_argument("--predictions", type=Path, help="per-sample test predictions (default: beside -o)")
 
-    p = sub.add_parser("predict", help="batch prediction on a new CSV/Parquet file, streamed in chunks")
+    p = sub.add_parser("predict", help="batch prediction on new data (the formats depend on the model's task: "
+                                       "`sciformer list`, the domain's README), streamed in batches")
     _common(p)
-    p.add_argument("-i", "--input", type=Path, required=True, help="input .csv or .parquet")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output .csv or .parquet")
+    p.add_argument("-i", "--input", type=Path, required=True,
+                   help="input: a table (.csv/.parquet), a file, a folder or a CSV manifest, as the task reads")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="output: a table (.csv/.parquet), a file (e.g. .npy) or a folder, as the task writes; "
+                        "never the input")
     p.add_argument("--model", type=Path, required=True, help="trained run directory")
     p.add_argument("--on-invalid", default="mark", choices=["mark", "skip", "error"],
-                   help="rows the model cannot read: mark them in `status` (default), drop them, or stop")
-    p.add_argument("--chunk-size", type=int, default=10_000, help="rows per streamed chunk")
+                   help="items the model cannot predict: mark them in `status` (default), drop them, or stop")
+    p.add_argument("--chunk-size", type=int, default=10_000, help="items (rows) per batch")
+    p.add_argument("-j", "--jobs", type=int, default=1,
+                   help="worker processes predicting batches in parallel (output in input order)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
     p = sub.add_parser("report", help="plots and the metrics table from an evaluate output")
@@ -72,22 +90,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds like an exception: staged outputs are removed on the way out
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
         level = logging.ERROR if args.quiet else (logging.DEBUG if args.verbose > 1 else
                                                    logging.INFO if args.verbose else logging.WARNING)
         logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+        if not args.verbose:  # library chatter (pandas, numpy, sklearn) is not for users; -v shows it
+            warnings.filterwarnings("ignore")
+            warnings.filterwarnings("default", message="attention backend")  # ours: a slower fallback
         from core import commands  # heavy imports (torch, pandas) only after argument parsing
         return getattr(commands, f"cmd_{args.command}")(args) or 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted; outputs are written atomically, so nothing half-written was left", file=sys.stderr)
+        print("interrupted; nothing half-written was left (outputs appear only when complete)", file=sys.stderr)
         return 130
+    except SystemExit as exc:
+        if isinstance(exc.code, int) and exc.code > 128:
+            print("terminated; nothing half-written was left (outputs appear only when complete)", file=sys.stderr)
+        raise
 
 
 if __name__ == "__main__":

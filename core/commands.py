@@ -15,6 +15,7 @@ import pandas as pd
 from core import domain as registry
 from core.errors import UserError
 from core.io import atomic_path, file_sha256, read_json, versions, write_json
+from core.task import Task
 
 log = logging.getLogger("sciformer")
 
@@ -30,9 +31,12 @@ def _progress(args, cfg) -> bool:
 
 def cmd_list(args) -> int:
     from core.attention import available_attention
-    print("domains:")
+    print("domains and their tasks (the first is the default; stages in training order):")
     for dom in registry.iter_domains():
-        print(f"  {dom.name:<12} stages: {' -> '.join(dom.stages):<18} {dom.description}")
+        print(f"  {dom.name:<12} {dom.description}")
+        for name in dom.task_names():
+            task = dom.task(name)
+            print(f"    {name:<14} stages: {' -> '.join(task.stages):<18} {task.description}")
     for name, why in registry.broken_domains().items():
         print(f"  {name:<12} FAILED TO LOAD: {why}")
     print("attention backends (encoder.attention):")
@@ -48,36 +52,33 @@ def cmd_doctor(args) -> int:
 
 def cmd_validate(args) -> int:
     dom, cfg = _domain_and_config(args)
-    print(f"config OK for domain {dom.name} (sources: {', '.join(cfg.sources)})")
+    print(f"config OK for {dom.name}/{dom.task_of(cfg).name} (sources: {', '.join(cfg.sources)})")
     if args.input:
-        from core.checkpoint import load_meta
-        from core.predict import read_header
-        from core.runs import check_domain, check_final_stage, member_dirs
+        from core.predict import prepare_prediction
         if not args.model:
             raise UserError("validate -i needs --model: an input is checked against what a model expects")
-        check_domain(args.model, dom)
-        check_final_stage(args.model, dom)
-        meta = load_meta(member_dirs(args.model)[0])
-        dom.validate_input(args.input, read_header(args.input), meta["task"])
-        print(f"input OK: {args.input} passes the checks of model {args.model}")
+        task, _, _ = prepare_prediction(dom, args.model, args.input)  # exactly what predict checks first
+        print(f"input OK: {args.input} passes every check `predict` makes with model {args.model} "
+              f"({dom.name}/{task.name})")
     return 0
 
 
 def cmd_prepare(args) -> int:
     dom, cfg = _domain_and_config(args)
     args.output.mkdir(parents=True, exist_ok=True)
-    hashes = dom.prepare(cfg, args.output)
+    hashes = dom.task_of(cfg).prepare(cfg, args.output)
     write_json(args.output / "resolved_config.json", cfg.resolved(hashes))
     print(f"prepared {dom.name} data in {args.output}")
     return 0
 
 
 def _prepared_hashes(prepared: Path) -> dict[str, str]:
+    from core.runs import read_run_json
     f = prepared / "resolved_config.json"
     if not f.exists():
         raise UserError(f"{prepared}: not a prepared data directory (no resolved_config.json); "
                         f"run `sciformer prepare -o {prepared}` first")
-    return read_json(f).get("data_hashes", {})
+    return read_run_json(f).get("data_hashes", {})
 
 
 def run_fingerprint(cfg, stage: str, init: Path | None, hashes: dict[str, str]) -> str:
@@ -113,26 +114,31 @@ def train_member(domain: str, config: str | None, overrides: list[str], prepared
     from core.train import fit, seed_everything
     dom = registry.get_domain(domain)
     cfg = dom.config(config, overrides)
-    # a domain section named after the stage may override train.* for it, e.g. pretrain.train.epochs
-    train_cfg = {**dom.train_settings(cfg, stage), "progress": progress}
+    task = dom.task_of(cfg)
+    # train.* <- <task>.train.* <- <stage>.train.*, e.g. classify.train.epochs, pretrain.train.max_steps
+    train_cfg = {**task.train_settings(cfg, stage), "progress": progress}
     seed = int(cfg["seed"]) + k
     seed_everything(seed)  # before the model is built: its initial weights come from the global RNG
-    task = dom.build_task(cfg, prepared, stage, init, seed)
-    fit(task, train_cfg, member, seed, extra_meta={"domain": dom.name, "stage": stage, "fingerprint": fingerprint,
-                                                    "resolved": cfg.resolved(_prepared_hashes(prepared))})
+    training = task.build_training(cfg, prepared, stage, init, seed)
+    fit(training, train_cfg, member, seed, extra_meta={
+        "domain": dom.name, "task_name": task.name, "stage": stage, "fingerprint": fingerprint,
+        "resolved": cfg.resolved(_prepared_hashes(prepared))})
 
 
 def cmd_train(args) -> int:
-    from core.runs import CALIBRATION_FILE, RUN_FILE
+    from core.runs import CALIBRATION_FILE, RUN_FILE, run_files
     dom, cfg = _domain_and_config(args)
-    stage = args.stage or dom.stages[-1]
-    if stage not in dom.stages:
-        raise UserError(f"--stage {stage!r} is not a stage of {dom.name}; choose one of {', '.join(dom.stages)}")
+    task = dom.task_of(cfg)
+    stage = args.stage or task.stages[-1]
+    if stage not in task.stages:
+        raise UserError(f"--stage {stage!r} is not a stage of {dom.name}/{task.name}; choose one of "
+                        f"{', '.join(task.stages)}")
     hashes = _prepared_hashes(args.input)
     if args.init and not args.init.exists():
         raise UserError(f"--init {args.init}: no such run directory; train the earlier stage first")
+    final = stage == task.stages[-1]
     # only the final stage is an ensemble: pretraining once is enough to initialize every member
-    n_members = int(dom.train_settings(cfg, stage)["ensemble"]) if stage == dom.stages[-1] else 1
+    n_members = int(task.train_settings(cfg, stage)["ensemble"]) if final else 1
     members = [args.output / f"member_{k}" for k in range(n_members)]
     (args.output / RUN_FILE).unlink(missing_ok=True)  # written again only when every member is done
     fingerprint = run_fingerprint(cfg, stage, args.init, hashes)
@@ -151,29 +157,35 @@ def cmd_train(args) -> int:
                 future.result()
     calibrated = None
     (args.output / CALIBRATION_FILE).unlink(missing_ok=True)
-    if stage == dom.stages[-1] and type(dom).calibrate is not registry.Domain.calibrate:  # skip loading when unused
+    if final and getattr(task, "calibrates", type(task).calibrate is not Task.calibrate):  # skip loading if unused
         from core.runs import load_members_from
         from core.train import pick_device
-        loaded = load_members_from(dom, members, pick_device(cfg["train.device"]))
-        calibration = dom.calibrate(cfg, args.input, loaded)
+        loaded = load_members_from(task, members, pick_device(cfg["train.device"]))
+        calibration = task.calibrate(cfg, args.input, loaded)
         if calibration is not None:
             write_json(args.output / CALIBRATION_FILE, calibration)
             calibrated = CALIBRATION_FILE
-    write_json(args.output / RUN_FILE, {"domain": dom.name, "stage": stage, "members": [m.name for m in members],
-                                        "calibration": calibrated,
+    write_json(args.output / RUN_FILE, {"domain": dom.name, "task": task.name, "stage": stage,
+                                        "members": [m.name for m in members], "calibration": calibrated,
                                         "init": str(args.init) if args.init else None,
+                                        "files": run_files(args.output, members),
                                         "resolved": cfg.resolved(hashes)})
-    print(f"trained {dom.name}/{stage}: {n_members} member(s) in {args.output}")
+    print(f"trained {dom.name}/{task.name} ({stage}): {n_members} member(s) in {args.output}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from core.runs import load_members
+    from core.runs import load_members, run_info
     from core.train import pick_device
     dom, cfg = _domain_and_config(args)
+    task = dom.task_of(cfg)
+    trained = run_info(args.model).get("task")
+    if trained and trained != task.name:
+        raise UserError(f"{args.model}: the model was trained for task {trained!r} but the config says "
+                        f"task={task.name}; add --set task={trained}")
     hashes = _prepared_hashes(args.input)
-    members = load_members(dom, args.model, pick_device(cfg["train.device"]))
-    rows, predictions = dom.evaluate(cfg, args.input, members)
+    members = load_members(task, args.model, pick_device(cfg["train.device"]))
+    rows, predictions = task.evaluate(cfg, args.input, members)
     pred_path = args.predictions or args.output.with_name(args.output.stem + "_predictions.csv")
     with atomic_path(pred_path) as tmp:
         predictions.to_csv(tmp, index=False)
@@ -197,9 +209,13 @@ def cmd_predict(args) -> int:
     dom, cfg = _domain_and_config(args)
     stats = predict_file(dom, args.model, args.input, args.output, chunk_size=args.chunk_size,
                          on_invalid=args.on_invalid, device=args.device, threads=int(cfg["train.threads"]),
-                         progress=not args.quiet)
-    print(f"wrote {stats['rows_out']} of {stats['rows_in']} rows to {args.output}; status: "
-          + ", ".join(f"{k}={v}" for k, v in sorted(stats["status"].items())))
+                         progress=not args.quiet, jobs=args.jobs)
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(stats["status"].items(), key=lambda kv: -kv[1]))
+    skipped = stats["rows_in"] - stats["rows_out"] if args.on_invalid == "skip" else 0
+    print(f"read {stats['rows_in']} input item(s), wrote {args.output}"
+          + (f" ({stats['rows_out']} output rows" + (f"; {skipped} skipped as invalid" if skipped else "") + ")"
+             if stats["rows_out"] else "")
+          + (f"; status: {counts}" if counts else ""))
     return 0
 
 
@@ -216,7 +232,7 @@ def cmd_report(args) -> int:
         raise UserError(f"{pred_path}: the test predictions named in {args.input} are missing; rerun evaluate")
     args.output.mkdir(parents=True, exist_ok=True)
     predictions = pd.read_csv(pred_path)
-    figures = dom.report_figures(predictions, rows, args.output)
+    figures = dom.task_of(cfg).report_figures(predictions, rows, args.output)
     table = pd.DataFrame(rows)
     with atomic_path(args.output / "metrics.csv") as tmp:
         table.to_csv(tmp, index=False)

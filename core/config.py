@@ -46,6 +46,7 @@ class Config:
     domain: str
     values: Mapping[str, Any]
     sources: tuple[str, ...] = field(default=())
+    requirements: tuple[str, ...] = field(default=())   # the domain's packages, stamped beside outputs
 
     def get(self, dotted: str, default: Any = None) -> Any:
         node: Any = self.values
@@ -67,7 +68,7 @@ class Config:
     def resolved(self, data_hashes: Mapping[str, str] | None = None) -> dict[str, Any]:
         """What is written beside every output: the config, where it came from, versions, data hashes."""
         return {"domain": self.domain, "config": self.to_dict(), "sources": list(self.sources),
-                "versions": versions(), "data_hashes": dict(data_hashes or {})}
+                "versions": versions(self.requirements), "data_hashes": dict(data_hashes or {})}
 
 
 _MISSING = object()
@@ -183,7 +184,7 @@ def _check_attention(values: Mapping) -> list[str]:
 
 
 def resolve(domain: str, domain_defaults: Path, domain_schema: Mapping, config_file: str | Path | None = None,
-            overrides: list[str] | None = None, extra_check=None) -> Config:
+            overrides: list[str] | None = None, extra_check=None, requirements: tuple[str, ...] = ()) -> Config:
     """Build and validate the config for `domain`. `extra_check(dict) -> list[str]` adds domain rules
     that a JSON schema cannot express (cross-field constraints); its problems are reported with the rest."""
     values = deep_merge(load_yaml(_HERE / "defaults.yaml"), load_yaml(domain_defaults))
@@ -202,4 +203,4 @@ def resolve(domain: str, domain_defaults: Path, domain_schema: Mapping, config_f
     extra = list(extra_check(values)) if (extra_check and schema_ok) else []
     extra += _check_attention(values)
     validate(values, schema, extra)
-    return Config(domain=domain, values=_freeze(values), sources=tuple(sources))
+    return Config(domain=domain, values=_freeze(values), sources=tuple(sources), requirements=tuple(requirements))

@@ -1,57 +1,76 @@
 """The `Domain` contract and its registry.
 
-A domain is one folder under `domains/` (or any installed package) declaring an entry point in the
-`sciformer.domains` group. Core discovers domains only through that group, so it never imports `domains`.
+A domain is one folder `domains/<name>/` whose package exposes a `Domain` subclass with `name == <name>`:
+it lists its tasks (see ``core.task``), its config defaults (`config.yaml`) and schema (`schema.json`), and
+the packages it needs (`requirements`: `sciformer doctor` checks them, outputs stamp their versions).
+Discovery, in this order (the first found wins a name):
+  1. the subfolders of the `domains` package (this project's domains: nothing to register);
+  2. folders listed in the SCIFORMER_DOMAIN_PATH environment variable (os.pathsep-separated), each holding
+     domain packages (a lab's own domains, the tests' example domain);
+  3. the `sciformer.domains` entry-point group (domains shipped in other installed packages).
+Core imports a domain only by name, when a command needs it, so it never depends on one.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
 import json
-from dataclasses import dataclass, field
+import os
+import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Iterator, Mapping
 
-import pandas as pd
-import torch
+from typing import TYPE_CHECKING
 
 from core.config import Config, resolve
 from core.errors import UserError
+from core.legacy import LegacyHooks, is_legacy, legacy_task_names
+
+if TYPE_CHECKING:
+    from core.task import Task
 
 ENTRY_POINT_GROUP = "sciformer.domains"
+PATH_VARIABLE = "SCIFORMER_DOMAIN_PATH"
 
 
-@dataclass
-class TrainingTask:
-    """Everything the core trainer needs from a domain for one training stage."""
-
-    model: torch.nn.Module                      # forward(batch: dict) -> whatever `loss` takes
-    train_data: Sequence[Any]                   # examples; `collate` turns a list of them into a batch
-    val_data: Sequence[Any]
-    collate: Callable[[list[Any]], dict[str, Any]]   # training batches (may augment); may set "size"
-    # loss(out, batch) -> scalar, or (scalar, {component: value}) to log the components (e.g. magnitude,
-    # phase and waveform losses) per epoch in the history
-    loss: Callable[[Any, dict[str, Any]], Any]
-    metadata: dict[str, Any] = field(default_factory=dict)   # JSON-safe; `Domain.build_model` rebuilds from it
-    val_metric: str = "val_loss"                # what early stopping minimizes (reported in history)
-    val_collate: Callable[[list[Any]], dict[str, Any]] | None = None   # validation batches (no augmentation);
-    #                                             default: `collate`
-    # val_score(model) -> float to minimize instead of the mean validation loss (MPJPE, -SI-SDR, AbsRel...);
-    # called in eval mode under no_grad after every epoch and on the starting weights
-    val_score: Callable[[torch.nn.Module], float] | None = None
-
-
-class Domain:
-    """Base class of every domain. Subclasses set `name`, `description`, `stages` and implement the hooks."""
+class Domain(LegacyHooks):
+    """Base class of every domain: `name`, `description`, `tasks` (the first is the default), `requirements`."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
-    stages: ClassVar[tuple[str, ...]] = ("train",)   # training stages in order, e.g. ("pretrain", "train")
-    # `--set` overrides for a seconds-scale run on real data: the contract test (parametrized over every
-    # registered domain) runs prepare -> train -> predict with them, as timm's tests do over every model.
-    smoke_overrides: ClassVar[tuple[str, ...]] = ()
+    tasks: ClassVar[tuple[type[Task], ...]] = ()
+    # distributions the domain imports (checked by `sciformer doctor`, versions stamped into every output)
+    requirements: ClassVar[tuple[str, ...]] = ()
 
-    # -- configuration -------------------------------------------------------------------------------
+    # -- tasks ---------------------------------------------------------------------------------------------
+    def task_names(self) -> list[str]:
+        if is_legacy(self):
+            return legacy_task_names(self)
+        return [t.name for t in self.tasks]
+
+    def task(self, name: str | None = None) -> Task:
+        """The task called `name` (default: the domain's first task)."""
+        if is_legacy(self):
+            names = legacy_task_names(self)
+            if name is not None and name not in names:
+                raise UserError(f"domain {self.name!r} has no task {name!r}; choose one of {', '.join(names)}")
+            from core.legacy_task import LegacyTask
+            return LegacyTask(self, name or names[0])
+        if not self.tasks:
+            raise UserError(f"domain {self.name!r} declares no tasks")
+        if name is None:
+            return self.tasks[0](self)
+        for cls in self.tasks:
+            if cls.name == name:
+                return cls(self)
+        raise UserError(f"domain {self.name!r} has no task {name!r}; choose one of {', '.join(self.task_names())}")
+
+    def task_of(self, cfg: Config) -> Task:
+        return self.task(cfg.get("task"))
+
+    # -- configuration -------------------------------------------------------------------------------------
     def folder(self) -> Path:
         """The folder of the module defining the domain class (its config.yaml and schema.json live there)."""
         return Path(inspect.getfile(type(self))).parent
@@ -66,152 +85,122 @@ class Domain:
         """Cross-field rules a JSON schema cannot express; return problems (key path + fix)."""
         return []
 
-    def train_settings(self, cfg: Config, stage: str) -> dict[str, Any]:
-        """The train.* settings of a stage: a section named after the stage may override them
-        (e.g. pretrain.train.epochs); a domain with several tasks may add its own layer."""
-        return {**cfg["train"], **(cfg.get(f"{stage}.train") or {})}
+    def _check(self, values: Mapping[str, Any]) -> list[str]:
+        task = values.get("task")
+        if task is not None and task not in self.task_names():
+            return [f"task: {task!r} is not a task of {self.name}; choose one of {', '.join(self.task_names())}"]
+        return self.check_config(values)
 
     def config(self, config_file: str | Path | None = None, overrides: list[str] | None = None) -> Config:
         return resolve(self.name, self.default_config_path(), self.schema(), config_file, overrides,
-                       extra_check=self.check_config)
+                       extra_check=self._check, requirements=self.requirements)
 
-    # -- pipeline hooks ---------------------------------------------------------------------------------
-    def prepare(self, cfg: Config, out_dir: Path) -> dict[str, str]:
-        """Write the prepared data under out_dir; return {file name: sha256} of the inputs it read."""
-        raise NotImplementedError
-
-    def build_task(self, cfg: Config, prepared: Path, stage: str, init: Path | None, seed: int) -> TrainingTask:
-        raise NotImplementedError
-
-    def build_model(self, metadata: Mapping[str, Any]) -> torch.nn.Module:
-        """Rebuild an untrained model from checkpoint metadata (weights are loaded by the core)."""
-        raise NotImplementedError
-
-    def calibrate(self, cfg: Config, prepared: Path, members: list["LoadedModel"]) -> dict[str, Any] | None:
-        """After the final stage trains: fit post-hoc calibration on held-out data (e.g. split-conformal
-        quantiles from validation residuals, temperature scaling). The JSON-safe result is saved with the run
-        and reaches `evaluate`/`predict_*` as `member.metadata["calibration"]`. None: nothing to calibrate."""
-        return None
-
-    def evaluate(self, cfg: Config, prepared: Path, members: list["LoadedModel"]) -> tuple[list[dict], pd.DataFrame]:
-        """Model and baselines on the same test split: (metric rows, per-sample predictions frame)."""
-        raise NotImplementedError
-
-    # -- batch prediction ---------------------------------------------------------------------------
-    def output_columns(self, metadata: Mapping[str, Any]) -> list[str]:
-        raise NotImplementedError
-
-    def text_columns(self, metadata: Mapping[str, Any]) -> list[str]:
-        """Input columns to read as text whatever they look like (an all-empty chunk must not become float)."""
-        return []
-
-    def validate_input(self, path: Path, columns: list[str], metadata: Mapping[str, Any]) -> None:
-        """Check an input file's header before any model loads; raise UserError naming the fix."""
-
-    # Prediction reads CSV/Parquet row chunks by default (rows independent, any size). A domain whose
-    # prediction needs the whole input at once (forecasting after the last row of each series; a lifetime
-    # map from an image stack) lists its input/output formats here and implements `predict_whole`.
-    def input_formats(self, metadata: Mapping[str, Any]) -> tuple[str, ...]:
-        return (".csv", ".parquet")
-
-    def output_formats(self, metadata: Mapping[str, Any]) -> tuple[str, ...]:
-        return (".csv", ".parquet")
-
-    streams: ClassVar[bool] = True   # False: core calls `predict_whole` instead of `predict_chunk`
-
-    def predict_whole(self, members: list["LoadedModel"], input_path: Path, output_tmp: Path, output_path: Path,
-                      on_invalid: str) -> dict[str, Any]:
-        """Predict a whole input; write the main output to `output_tmp` (core renames it to `output_path`
-        once complete; side files next to `output_path` must be written atomically too). Return stats with
-        rows_in, rows_out and status counts."""
-        raise NotImplementedError
-
-    def predict_chunk(self, members: list["LoadedModel"], chunk: pd.DataFrame, first_row: int,
-                      on_invalid: str) -> pd.DataFrame:
-        """Predict one chunk; keep every input row (unless on_invalid == 'skip') plus output columns."""
-        raise NotImplementedError
-
-    def example_inputs(self, folder: Path) -> tuple[Path, Path, str]:
-        """For the contract test: (a valid prediction input, a bad one, a fragment of the promised error)."""
-        raise NotImplementedError
-
-    def report_figures(self, predictions: pd.DataFrame, metrics: list[dict], out_dir: Path) -> list[Path]:
-        """Optional plots for the report (e.g. a parity plot); return the files written."""
-        return []
-
-
-@dataclass
-class LoadedModel:
-    """One trained ensemble member, ready for inference."""
-
-    model: torch.nn.Module
-    metadata: dict[str, Any]
-    path: Path
-    device: torch.device
+    def self_check(self) -> str:
+        """A one-line real call into the domain's field packages for `sciformer doctor` (raise if broken)."""
+        return "imports"
 
 
 # -- registry -------------------------------------------------------------------------------------------
-_REGISTRY: dict[str, type[Domain]] = {}
-_DISCOVERED = False
-
-
-def register_domain(cls: type[Domain]) -> type[Domain]:
-    """Register a domain class by its `name` (also usable as a decorator, e.g. in tests or notebooks)."""
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _load(ep: metadata.EntryPoint) -> None:
-    if ep.name in _REGISTRY or ep.name in _BROKEN:
-        return
-    try:
-        _REGISTRY[ep.name] = ep.load()
-    except Exception as exc:  # a broken third-party domain must not take the others down
-        _BROKEN[ep.name] = f"{type(exc).__name__}: {exc}"
-
-
-def _discover() -> None:
-    """Load every registered domain (for listing them); `get_domain` loads only the one it needs, so a CLI
-    call does not pay for every domain's imports (rdkit, open3d, ...)."""
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    _DISCOVERED = True
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        _load(ep)
-
-
+_LOADED: dict[str, type[Domain]] = {}
 _BROKEN: dict[str, str] = {}
 
 
-def domain_names() -> list[str]:
-    """Names of the loadable domains (loads every one: use `registered_names` where names suffice)."""
-    _discover()
-    return sorted(_REGISTRY)
+def register_domain(cls: type[Domain]) -> type[Domain]:
+    """Register a domain class by its `name` (also usable as a decorator, e.g. in a notebook)."""
+    _LOADED[cls.name] = cls
+    return cls
+
+
+def _folder_sources() -> dict[str, Path]:
+    """name -> package folder, for the `domains` package and SCIFORMER_DOMAIN_PATH folders."""
+    found: dict[str, Path] = {}
+    spec = importlib.util.find_spec("domains")
+    roots = list(spec.submodule_search_locations or []) if spec else []
+    roots += [p for p in os.environ.get(PATH_VARIABLE, "").split(os.pathsep) if p]
+    for root in roots:
+        for pkg in sorted(Path(root).iterdir()) if Path(root).is_dir() else []:
+            if (pkg / "__init__.py").exists() and not pkg.name.startswith(("_", ".")):
+                found.setdefault(pkg.name, pkg)
+    return found
+
+
+def _entry_points() -> dict[str, metadata.EntryPoint]:
+    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def registered_names() -> list[str]:
-    """Every registered domain name, without importing any domain (e.g. for the CLI's --domain choices)."""
-    return sorted({*_REGISTRY, *(ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP))})
+    """Every domain name, without importing any domain (e.g. for the CLI's --domain choices)."""
+    return sorted({*_LOADED, *_folder_sources(), *_entry_points()})
+
+
+def _import_folder(name: str, folder: Path):
+    project = importlib.util.find_spec("domains")
+    if project and str(folder.parent) in [str(Path(p)) for p in project.submodule_search_locations or []]:
+        return importlib.import_module(f"domains.{name}")
+    module_name = f"sciformer_domain_{name}"   # a domain from SCIFORMER_DOMAIN_PATH, imported by location
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, folder / "__init__.py",
+                                                      submodule_search_locations=[str(folder)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
+
+
+def _domain_class(module, name: str) -> type[Domain]:
+    for value in vars(module).values():
+        if inspect.isclass(value) and issubclass(value, Domain) and value is not Domain and \
+                getattr(value, "name", None) == name:
+            return value
+    raise ImportError(f"no Domain subclass with name = {name!r} in {module.__name__}")
+
+
+def _load(name: str) -> None:
+    if name in _LOADED or name in _BROKEN:
+        return
+    try:
+        folders = _folder_sources()
+        if name in folders:
+            _LOADED[name] = _domain_class(_import_folder(name, folders[name]), name)
+        elif name in (eps := _entry_points()):
+            _LOADED[name] = eps[name].load()
+    except Exception as exc:  # a broken domain must not take the others down
+        _BROKEN[name] = f"{type(exc).__name__}: {exc}"
+
+
+def domain_names() -> list[str]:
+    """Names of the loadable domains (imports every one: use `registered_names` where names suffice)."""
+    for name in registered_names():
+        _load(name)
+    return sorted(_LOADED)
 
 
 def broken_domains() -> dict[str, str]:
-    _discover()
+    domain_names()
     return dict(_BROKEN)
 
 
 def get_domain(name: str) -> Domain:
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP, name=name):
-        _load(ep)
-    if name not in _REGISTRY:
-        _discover()  # for the error message: which domains exist
-    if name not in _REGISTRY:
+    _load(name)
+    if name not in _LOADED:
         why = f" (it failed to load: {_BROKEN[name]})" if name in _BROKEN else ""
-        raise UserError(f"unknown domain {name!r}{why}; known domains: {', '.join(sorted(_REGISTRY)) or 'none'}"
-                        " (run `sciformer list`; install the project with `pip install -e .` to register them)")
-    return _REGISTRY[name]()
+        known = ", ".join(registered_names()) or "none"
+        raise UserError(f"unknown domain {name!r}{why}; known domains: {known} (run `sciformer list`)")
+    return _LOADED[name]()
 
 
 def iter_domains() -> Iterator[Domain]:
     for name in domain_names():
-        yield _REGISTRY[name]()
+        yield _LOADED[name]()
+
+
+def __getattr__(name: str):
+    """The contract's types (`from core.domain import Task, TrainingTask, Prediction, LoadedModel`), imported
+    on first use: they need torch, and the CLI's argument parsing must stay fast."""
+    if name in ("Task", "TrainingTask", "Prediction"):
+        import core.task
+        return getattr(core.task, name)
+    if name == "LoadedModel":
+        from core.runs import LoadedModel
+        return LoadedModel
+    raise AttributeError(f"module 'core.domain' has no attribute {name!r}")

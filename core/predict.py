@@ -1,131 +1,156 @@
-"""Batch prediction that streams: input is read, predicted and written chunk by chunk (millions of rows
-never load at once), and the output appears only when complete (temp file, then rename)."""
+"""Batch prediction, one path for every task: check the input (no model yet) -> load the ensemble -> read
+batches -> `Task.predict` -> write the output set atomically with `.meta.json`.
+
+Streamed inputs never load at once; `-j N` predicts batches in N worker processes (for tasks whose predict
+is a pure function of the batch) and writes them in input order. `--on-invalid` acts on the rows a task
+marks as not predicted: `mark` keeps them with their status, `skip` drops them, `error` stops at the first.
+"""
 from __future__ import annotations
 
-import logging
+import hashlib
+import multiprocessing
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterator
-
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-from tqdm.auto import tqdm
+from typing import Any, Iterator
 
 from core.domain import Domain
 from core.errors import UserError
-from core.io import atomic_path, file_sha256, versions, write_json
-from core.checkpoint import load_meta
-from core.runs import check_domain, check_final_stage, load_members, member_dirs
+from core.io import file_sha256, versions
+from core.outputs import OutputSet, check_not_input, output_kind
+from core.progress import Progress
+from core.readers import Batch, Reader, input_suffix
+from core.runs import first_meta, load_members, run_task
+from core.task import Prediction, Task
 from core.train import configure_threads, pick_device
 
-log = logging.getLogger("sciformer.predict")
-FORMATS = (".csv", ".parquet")
 ON_INVALID = ("mark", "skip", "error")
 
 
-def _format(path: Path, role: str, formats: tuple[str, ...] = FORMATS) -> str:
-    suffix = path.suffix.lower()
-    if suffix not in formats:
-        raise UserError(f"{path}: {role} must end in {' or '.join(formats)} (got {suffix or 'no extension'})")
-    return suffix
+def prepare_prediction(domain: Domain, run_dir: Path, input_path: Path,
+                       output_path: Path | None = None) -> tuple[Task, Reader, dict[str, Any]]:
+    """Every check `predict` makes before a model loads; `validate -i` runs exactly this."""
+    task = run_task(run_dir, domain)
+    model_meta = first_meta(run_dir)["task"]
+    reader = task.reader(model_meta)
+    if not input_path.exists():
+        raise UserError(f"{input_path}: input not found")
+    if input_suffix(input_path) not in reader.formats:
+        raise UserError(f"{input_path}: the {domain.name}/{task.name} model reads {_formats(reader.formats)}; "
+                        f"got {input_suffix(input_path) or 'a file without extension'}")
+    if output_path is not None:
+        allowed = task.output_formats(model_meta)
+        suffix = "/" if output_kind(output_path) == "folder" else output_path.suffix.lower()
+        if suffix not in allowed:
+            raise UserError(f"{output_path}: the {domain.name}/{task.name} model writes {_formats(allowed)}; "
+                            f"choose -o accordingly")
+        check_not_input(output_path, [input_path])
+    reader.check(input_path)
+    return task, reader, model_meta
 
 
-def read_header(path: Path) -> list[str]:
-    """Column names of a CSV/Parquet file ([] for other formats: the domain validates those itself)."""
-    if not path.exists():
-        raise UserError(f"{path}: input file not found")
-    if path.suffix.lower() not in FORMATS:
-        return []
-    if _format(path, "input") == ".parquet":
-        return list(pq.ParquetFile(path).schema_arrow.names)
-    try:
-        return list(pd.read_csv(path, nrows=0).columns)
-    except pd.errors.EmptyDataError:
-        raise UserError(f"{path}: the file is empty; it needs a header row and at least one data row") from None
-
-
-def iter_chunks(path: Path, chunk_size: int, text_columns: list[str]) -> Iterator[pd.DataFrame]:
-    if _format(path, "input") == ".parquet":
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size):
-            yield batch.to_pandas()
-    else:
-        # the domain's text columns stay text in every chunk (pandas guesses types per chunk)
-        yield from pd.read_csv(path, chunksize=chunk_size, dtype={c: "string" for c in text_columns})
-
-
-def _stable_schema(table: pa.Table) -> pa.Schema:
-    """The first written chunk fixes the Parquet schema; an all-missing column must not fix it to null."""
-    return pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in table.schema])
-
-
-def count_rows(path: Path) -> int | None:
-    if path.suffix.lower() == ".parquet":
-        return pq.ParquetFile(path).metadata.num_rows
-    with open(path, "rb") as f:
-        return max(0, sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b"")) - 1)
+def _formats(formats) -> str:
+    return " or ".join("a folder" if f == "/" else f for f in formats)
 
 
 def predict_file(domain: Domain, run_dir: Path, input_path: Path, output_path: Path, chunk_size: int = 10_000,
-                 on_invalid: str = "mark", device: str = "auto", threads: int = 1, progress: bool = True) -> dict:
+                 on_invalid: str = "mark", device: str = "auto", threads: int = 1, progress: bool = True,
+                 jobs: int = 1) -> dict[str, Any]:
     input_path, output_path, run_dir = Path(input_path), Path(output_path), Path(run_dir)
     if chunk_size < 1:
-        raise UserError(f"--chunk-size must be a positive number of rows, got {chunk_size}")
+        raise UserError(f"--chunk-size must be a positive number of items, got {chunk_size}")
     if on_invalid not in ON_INVALID:
         raise UserError(f"--on-invalid must be one of {', '.join(ON_INVALID)}, got {on_invalid!r}")
-    # validate everything cheap before any model loads
-    check_domain(run_dir, domain)
-    check_final_stage(run_dir, domain)
-    first_meta = load_meta(member_dirs(run_dir)[0])
-    task = first_meta["task"]
-    out_format = _format(output_path, "output (-o)", domain.output_formats(task))
-    if not input_path.exists():
-        raise UserError(f"{input_path}: input file not found")
-    _format(input_path, "input (-i)", domain.input_formats(task))
-    columns = read_header(input_path)
-    domain.validate_input(input_path, columns, task)
+    task, reader, model_meta = prepare_prediction(domain, run_dir, input_path, output_path)
+    task.on_invalid = on_invalid
     dev = pick_device(device)
     if dev.type == "cpu":
         configure_threads(threads)
-    members = load_members(domain, run_dir, dev)
-    if not domain.streams:
-        with atomic_path(output_path) as tmp:
-            stats = domain.predict_whole(members, input_path, tmp, output_path, on_invalid)
-        _write_meta(domain, run_dir, input_path, output_path, members, dev, first_meta, stats)
-        return stats
-    total = count_rows(input_path) if progress else None  # a second full read: only for a visible bar
-    stats = {"rows_in": 0, "rows_out": 0, "status": {}}
-    writer = None
-    with atomic_path(output_path) as tmp:
-        bar = tqdm(total=total, disable=not progress, desc="predict", unit="row")
-        header = True
-        for chunk in iter_chunks(input_path, chunk_size, domain.text_columns(first_meta["task"])):
-            out = domain.predict_chunk(members, chunk, stats["rows_in"], on_invalid)
-            stats["rows_in"] += len(chunk)
-            stats["rows_out"] += len(out)
-            if "status" in out:
-                for key, n in out["status"].value_counts().items():
-                    stats["status"][key] = stats["status"].get(key, 0) + int(n)
-            if out_format == ".csv":
-                out.to_csv(tmp, mode="w" if header else "a", header=header, index=False)
-                header = False
-            elif len(out):  # an all-skipped chunk has no types to offer; wait for one with rows
-                table = pa.Table.from_pandas(out, preserve_index=False)
-                writer = writer or pq.ParquetWriter(tmp, _stable_schema(table))
-                writer.write_table(table.cast(writer.schema))
-            bar.update(len(chunk))
-        bar.close()
+    members = load_members(task, run_dir, dev)
+    jobs = jobs if task.parallel_predict else 1
+    stats: dict[str, Any] = {"rows_in": 0, "rows_out": 0, "status": Counter()}
+    with OutputSet(output_path, [input_path]) as out, \
+            Progress(reader.count(input_path) if progress else None, "predict", "item", enabled=progress) as bar:
+        for batch, pred in _predictions(task, members, reader, input_path, chunk_size, out, jobs, run_dir, dev):
+            _collect(pred, batch, out, on_invalid, input_path, stats)
+            bar.update(len(batch.ids))
+        stats.update(task.finish(members, out))
         if stats["rows_in"] == 0:
-            raise UserError(f"{input_path}: no data rows; nothing to predict")
-        if writer is None and out_format == ".parquet":  # every row skipped: still a valid (empty) file
-            writer = pq.ParquetWriter(tmp, _stable_schema(pa.Table.from_pandas(out, preserve_index=False)))
-        if writer is not None:
-            writer.close()
-    _write_meta(domain, run_dir, input_path, output_path, members, dev, first_meta, stats)
+            raise UserError(f"{input_path}: nothing to predict (no rows or items)")
+        stats["status"] = dict(stats["status"])
+        out.commit({"domain": domain.name, "task": task.name, "model": str(run_dir), "input": str(input_path),
+                    "input_sha256": input_hash(input_path), "members": len(members), "device": str(dev),
+                    "threads": threads, "jobs": jobs, "on_invalid": on_invalid,
+                    "training": first_meta(run_dir).get("resolved"),
+                    "versions": versions(domain.requirements), **stats})
     return stats
 
 
-def _write_meta(domain, run_dir, input_path, output_path, members, dev, first_meta, stats) -> None:
-    write_json(output_path.with_name(output_path.name + ".meta.json"), {
-        "domain": domain.name, "model": str(run_dir), "input": str(input_path),
-        "input_sha256": file_sha256(input_path), "members": len(members), "device": str(dev),
-        "training": first_meta.get("resolved"), "versions": versions(), **stats})
+def _collect(pred: Prediction, batch: Batch, out: OutputSet, on_invalid: str, input_path: Path,
+             stats: dict[str, Any]) -> None:
+    stats["rows_in"] += len(batch.ids)
+    for name, content in pred.files.items():
+        out.write(name, content)
+    if pred.table is None:
+        stats["status"].update(str(s) for s in (pred.status or []))
+        return
+    table, ok = pred.table, pred.predicted_mask()
+    if on_invalid == "error" and not ok.all():
+        i = int((~ok).argmax())
+        where = batch.ids[i] if len(batch.ids) == len(table) else f"row {batch.first + i + 1}"
+        status = table["status"].iloc[i] if "status" in table else "not predicted"
+        raise UserError(f"{input_path}: {where}: {status}; fix or remove it, or use --on-invalid mark|skip")
+    if on_invalid == "skip":
+        table = table[ok]
+    stats["rows_out"] += len(table)
+    if "status" in table:
+        stats["status"].update(table["status"].astype(str))
+    out.append(table)
+
+
+def _predictions(task: Task, members, reader: Reader, input_path: Path, size: int, out: OutputSet, jobs: int,
+                 run_dir: Path, device) -> Iterator[tuple[Batch, Prediction]]:
+    batches = reader.batches(input_path, size)
+    if jobs <= 1:
+        for batch in batches:
+            yield batch, task.predict(members, batch, out)
+        return
+    # Worker processes each load the ensemble once; batches go out in order and come back in order, with at
+    # most 2 per worker in flight (memory stays bounded however long the input).
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
+                             initargs=(task.domain.name, task.name, str(run_dir), str(device))) as pool:
+        pending = []
+        for batch in batches:
+            pending.append((batch, pool.submit(_worker_predict, batch)))
+            if len(pending) >= 2 * jobs:
+                done_batch, future = pending.pop(0)
+                yield done_batch, future.result()
+        for done_batch, future in pending:
+            yield done_batch, future.result()
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(domain_name: str, task_name: str, run_dir: str, device: str) -> None:
+    import torch
+
+    from core.domain import get_domain
+    torch.set_num_threads(1)
+    task = get_domain(domain_name).task(task_name)
+    _WORKER.update(task=task, members=load_members(task, Path(run_dir), torch.device(device)))
+
+
+def _worker_predict(batch: Batch) -> Prediction:
+    return _WORKER["task"].predict(_WORKER["members"], batch, None)
+
+
+def input_hash(path: Path) -> str:
+    """SHA-256 of an input file; for a folder, of its files' relative names and hashes (sorted)."""
+    if not path.is_dir():
+        return file_sha256(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(path)}\0{file_sha256(f)}\n".encode())
+    return h.hexdigest()

@@ -2,6 +2,8 @@
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# the tests' example domain (tests/example_domains/tiny) is found like a user's own domain folder
+os.environ["SCIFORMER_DOMAIN_PATH"] = os.path.join(os.path.dirname(__file__), "example_domains")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

