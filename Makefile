@@ -1,4 +1,4 @@
-# Two commands on a fresh machine:  `make run` (default pipeline on embedded data)  and  `make test`.
+# Two commands on a fresh machine:  `make run` (default pipelines on embedded data)  and  `make test`.
 VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -6,39 +6,47 @@ export OMP_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
 CORES ?= 2
 
-.PHONY: setup run test test-fast doctor pretrain bench-molecules bench-timeseries bench-spectra freeze clean
+.PHONY: help setup run test test-fast lint doctor pretrain bench-molecules bench-timeseries bench-spectra freeze clean
 
-setup:                       ## create .venv with every design-card package (idempotent)
+help:                        ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | awk -F'\t' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+setup:                       ## create .venv with every domain's packages (idempotent)
 	bash env/install.sh
 
-run: setup                   ## every domain's default pipeline on embedded data: prepare -> train -> evaluate -> predict -> report
+run: setup                   ## every domain's default pipeline on embedded data + one HTML report (results/)
 	$(BIN)/snakemake -c$(CORES) all
 	$(BIN)/snakemake all --report results/report.html
 
-test: setup                  ## the whole test suite (what CI runs)
+test: setup                  ## the whole test suite (what CI runs, after `make lint`)
 	$(BIN)/python -m pytest -n $(CORES) --durations=15
 
-test-fast: setup
+test-fast: setup             ## the suite without the end-to-end runs (marked slow)
 	$(BIN)/python -m pytest -n $(CORES) -m "not slow"
 
-doctor: setup
+lint: setup                  ## ruff (pyflakes, pycodestyle, import order, bugbear) and snakemake --lint
+	$(BIN)/python -m ruff check .
+	$(BIN)/python .ci/snakemake-lint
+
+doctor: setup                ## check every package and domain works; device, threads, Triton
 	$(BIN)/sciformer doctor
 
-pretrain: setup              ## reproduce the committed encoder checkpoint data/molecules/pretrained
-	$(BIN)/snakemake -c$(CORES) results/molecules/pretrain/run.json --config 'molecules={"config": "", "set": [], "pretrained": "", "predict_input": "data/molecules/new_molecules.csv"}'
-	rm -rf data/molecules/pretrained && cp -r results/molecules/pretrain data/molecules/pretrained
+pretrain: setup              ## reproduce the committed encoder data/molecules/pretrained with the workflow's pretrain stage
+	$(BIN)/snakemake -c$(CORES) results/molecules/properties/stage-pretrain/run.json \
+	  --config 'domains={"molecules": {"runs": {"properties": {"init": ""}}}}'
+	rm -rf data/molecules/pretrained && cp -r results/molecules/properties/stage-pretrain data/molecules/pretrained
 
-bench-molecules: setup       ## FreeSolv (5 scaffold splits) + solubility: model vs baselines (vs chemprop if installed)
-	$(BIN)/python benchmarks/molecules.py --chemprop --commit
+bench-molecules: setup       ## FreeSolv (5 scaffold splits) + solubility: model vs baselines vs chemprop
+	$(BIN)/python -m benchmarks.molecules --chemprop --commit
 
-bench-timeseries: setup      ## ETTh1 (../shared/data or --etth1) + vic_elec + UEA classification, with neuralforecast
-	$(BIN)/python benchmarks/timeseries.py --neuralforecast --commit
+bench-timeseries: setup      ## ETTh1 (../shared/data) + vic_elec + more sets + UEA classification, with the peers
+	$(BIN)/python -m benchmarks.timeseries --neuralforecast --commit
 
-bench-spectra: setup         ## lifetime (simulated + OOD IRFs) vs MLE/LSQ/phasor/midpoint/flimlib; NIR vs PLS
-	$(BIN)/python benchmarks/spectra.py --commit
+bench-spectra: setup         ## lifetime (simulated sets) vs the fitters; NIR vs PLS
+	$(BIN)/python -m benchmarks.spectra --commit
 
 freeze:                      ## regenerate the pins after a deliberate upgrade
 	$(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu/torch==2.13.0/' > env/constraints.txt
 
-clean:
+clean:                       ## remove results/ and Snakemake's state
 	rm -rf results .snakemake

@@ -23,6 +23,8 @@ import math
 import torch
 
 from benchmarks.common import ROOT
+from core.attention import linear as attention_linear
+from core.attention import softmax as attention_softmax
 from core.io import write_json
 from core.metrics import machine_label
 from core.packing import lengths_to_cu_seqlens, positions_from_cu_seqlens, unpack
@@ -66,7 +68,7 @@ def smiles_lengths(batch: int, max_len: int, fill: float = 0.6, seed: int = 0) -
     return lengths.round().clamp(4, max_len).to(torch.int64).tolist()
 
 
-def check_correctness(ops, attention) -> None:
+def check_correctness(ops) -> None:
     q, k, v, cu, max_len, cos, sin = make_batch(smiles_lengths(64, 128) + [1, 0, 1000], seed=1)
     dout = torch.randn_like(v)
     for name, fast, ref in (
@@ -168,13 +170,12 @@ def main() -> int:
     except ImportError:
         print("benchmarks/kernels.py: triton is not installed (pip install '.[gpu]').")
         return 0
-    from core.attention import linear as attention_linear, softmax as attention_softmax
     from core.attention.kernels import ops
 
     machine = machine_label()
     peak_tflops, peak_gbps = roofline()
     print(f"{machine}: measured roofline {peak_tflops:.0f} TFLOP/s bf16 GEMM, {peak_gbps:.0f} GB/s copy")
-    check_correctness(ops, attention)
+    check_correctness(ops)
 
     datasets = {f"single_T{t}": [t] for t in ([1024, 2048, 4096] if args.quick else [1024, 2048, 4096, 8192, 16384])}
     for batch, max_len in ([(256, 128)] if args.quick else [(256, 128), (1024, 128), (128, 512)]):

@@ -77,7 +77,8 @@ def run_doctor() -> int:
     cuda = torch.cuda.is_available()
     print(f"\npython {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPU cores")
     print(f"device: {'cuda: ' + torch.cuda.get_device_name(0) if cuda else 'cpu (no CUDA device visible)'}")
-    print(f"torch threads: {torch.get_num_threads()} intra-op (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
+    omp = os.environ.get("OMP_NUM_THREADS", "unset")
+    print(f"torch threads: {torch.get_num_threads()} intra-op (OMP_NUM_THREADS={omp})")
     try:
         import triton
         print(f"triton: {triton.__version__}" + ("" if cuda else " (installed; kernels run only on a GPU or "

@@ -20,9 +20,7 @@ import os
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping
 
 from core.config import Config, resolve
 from core.errors import UserError

@@ -5,8 +5,7 @@ the generic workflow) runs it unchanged. Removed once every domain declares its 
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 
 class LegacyHooks:
@@ -42,8 +41,8 @@ def is_legacy(domain) -> bool:
     return not domain.tasks and hasattr(domain, "build_task")
 
 
-LEGACY_NAMES = {"molecules": "properties"}
-LEGACY_OUTPUTS = {("spectra", "lifetime"): "lifetime_map.npy"}   # the workflow predicts a real image   # the task name a single-task first-contract domain will declare
+LEGACY_NAMES = {"molecules": "properties"}   # the task name a single-task first-contract domain will declare
+LEGACY_OUTPUTS = {("spectra", "lifetime"): "lifetime_map.npy"}   # the workflow predicts a real image
 
 
 def legacy_task_names(domain) -> list[str]:

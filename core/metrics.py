@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import platform
-
 from typing import Any, Mapping
 
 import numpy as np

@@ -128,7 +128,8 @@ class TableReader(Reader):
         missing = [c for c in self.required if c not in columns]
         if missing:
             shown = ", ".join(map(str, columns[:20])) or "none"
-            raise UserError(f"{path}: missing column(s) {missing} (found: {shown}){'; ' + self.fix if self.fix else ''}")
+            fix = f"; {self.fix}" if self.fix else ""
+            raise UserError(f"{path}: missing column(s) {missing} (found: {shown}){fix}")
         clash = [c for c in self.forbidden if c in columns]
         if clash:
             raise UserError(f"{path}: input already has output column(s) {clash}; rename them so nothing is "

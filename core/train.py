@@ -11,10 +11,11 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+
 from core.checkpoint import clear_resume, load_resume, load_weights, save_resume, save_weights
-from core.task import TrainingTask
 from core.errors import UserError
 from core.progress import Progress
+from core.task import TrainingTask
 
 log = logging.getLogger("sciformer.train")
 

@@ -13,9 +13,9 @@ rule prepare:
     output: f"{R}/prepared/resolved_config.json",
     log: f"{R}/logs/prepare.log",
     benchmark: f"{R}/benchmarks/prepare.tsv"
-    params: run=RUN_DIR, args=run_args
+    params: sciformer=SCIFORMER, run=RUN_DIR, args=run_args
     resources: mem_mb=resources("prepare", "mem_mb", 4000), runtime=resources("prepare", "runtime", 30), cpus_per_task=1
-    shell: "{SCIFORMER} prepare -d {wildcards.domain} -o {params.run}/prepared {params.args} > {log} 2>&1"
+    shell: "{params.sciformer} prepare -d {wildcards.domain} -o {params.run}/prepared {params.args} > {log} 2>&1"
 
 
 rule train_stage:  # an earlier stage (e.g. molecules' masked-token pretraining): one member, initializes the next
@@ -25,9 +25,9 @@ rule train_stage:  # an earlier stage (e.g. molecules' masked-token pretraining)
     output: f"{R}/stage-{{stage}}/run.json",
     log: f"{R}/logs/train-{{stage}}.log",
     benchmark: f"{R}/benchmarks/train-{{stage}}.tsv"
-    params: run=RUN_DIR, args=run_args, init=init_arg(lambda w: w.stage)
+    params: sciformer=SCIFORMER, run=RUN_DIR, args=run_args, init=init_arg(lambda w: w.stage)
     resources: mem_mb=resources("train", "mem_mb", 8000), runtime=resources("train", "runtime", 240), cpus_per_task=1
-    shell: "{SCIFORMER} train -d {wildcards.domain} --stage {wildcards.stage} -i {params.run}/prepared -o {params.run}/stage-{wildcards.stage} {params.init} {params.args} > {log} 2>&1"
+    shell: "{params.sciformer} train -d {wildcards.domain} --stage {wildcards.stage} -i {params.run}/prepared -o {params.run}/stage-{wildcards.stage} {params.init} {params.args} > {log} 2>&1"
 
 
 rule train:  # the final stage: an ensemble of seeds, members in parallel processes (one torch thread each)
@@ -38,9 +38,9 @@ rule train:  # the final stage: an ensemble of seeds, members in parallel proces
     log: f"{R}/logs/train.log",
     benchmark: f"{R}/benchmarks/train.tsv"
     threads: 2
-    params: run=RUN_DIR, args=run_args, init=init_arg(final_stage), stage=final_stage
+    params: sciformer=SCIFORMER, run=RUN_DIR, args=run_args, init=init_arg(final_stage), stage=final_stage
     resources: mem_mb=resources("train", "mem_mb", 8000), runtime=resources("train", "runtime", 240), cpus_per_task=lambda w, threads: threads
-    shell: "{SCIFORMER} train -d {wildcards.domain} --stage {params.stage} -i {params.run}/prepared -o {params.run}/model -j {threads} {params.init} {params.args} > {log} 2>&1"
+    shell: "{params.sciformer} train -d {wildcards.domain} --stage {params.stage} -i {params.run}/prepared -o {params.run}/model -j {threads} {params.init} {params.args} > {log} 2>&1"
 
 
 rule evaluate:  # the model and the baselines on the same test split
@@ -52,9 +52,9 @@ rule evaluate:  # the model and the baselines on the same test split
         predictions=f"{R}/test_predictions.csv",
     log: f"{R}/logs/evaluate.log",
     benchmark: f"{R}/benchmarks/evaluate.tsv"
-    params: run=RUN_DIR, args=run_args
+    params: sciformer=SCIFORMER, run=RUN_DIR, args=run_args
     resources: mem_mb=resources("evaluate", "mem_mb", 8000), runtime=resources("evaluate", "runtime", 120), cpus_per_task=1
-    shell: "{SCIFORMER} evaluate -d {wildcards.domain} -i {params.run}/prepared --model {params.run}/model -o {output.metrics} --predictions {output.predictions} {params.args} > {log} 2>&1"
+    shell: "{params.sciformer} evaluate -d {wildcards.domain} -i {params.run}/prepared --model {params.run}/model -o {output.metrics} --predictions {output.predictions} {params.args} > {log} 2>&1"
 
 
 rule predict:  # new data through the same command a user runs; the output set lands in prediction/
@@ -64,9 +64,9 @@ rule predict:  # new data through the same command a user runs; the output set l
     output: directory(f"{R}/prediction"),
     log: f"{R}/logs/predict.log",
     benchmark: f"{R}/benchmarks/predict.tsv"
-    params: run=RUN_DIR, args=run_args, name=predict_output_name, source=lambda w: shlex.quote(predict_input(w))
+    params: sciformer=SCIFORMER, run=RUN_DIR, args=run_args, name=predict_output_name, source=lambda w: shlex.quote(predict_input(w))
     resources: mem_mb=resources("predict", "mem_mb", 8000), runtime=resources("predict", "runtime", 120), cpus_per_task=1
-    shell: "{SCIFORMER} predict -d {wildcards.domain} -i {params.source} -o {output}/{params.name} --model {params.run}/model {params.args} > {log} 2>&1"
+    shell: "{params.sciformer} predict -d {wildcards.domain} -i {params.source} -o {output}/{params.name} --model {params.run}/model {params.args} > {log} 2>&1"
 
 
 rule report:  # metrics table + every figure the task writes, collected by pattern into the Snakemake report
@@ -76,9 +76,9 @@ rule report:  # metrics table + every figure the task writes, collected by patte
                          caption="report/result.rst", category="{domain}", subcategory="{run}"),
     log: f"{R}/logs/report.log",
     benchmark: f"{R}/benchmarks/report.tsv"
-    params: run=RUN_DIR, args=run_args
+    params: sciformer=SCIFORMER, run=RUN_DIR, args=run_args
     resources: mem_mb=resources("report", "mem_mb", 4000), runtime=resources("report", "runtime", 30), cpus_per_task=1
-    shell: "{SCIFORMER} report -d {wildcards.domain} -i {input} -o {output.directory} {params.args} > {log} 2>&1"
+    shell: "{params.sciformer} report -d {wildcards.domain} -i {input} -o {output.directory} {params.args} > {log} 2>&1"
 
 
 for _domain in config["domains"]:

@@ -82,7 +82,8 @@ def differential_reference_attention(q, k, v, cu_seqlens, max_seqlen, cos=None, 
         if end == start:
             continue
         a, b, c, d, vs = (t[start:end].transpose(0, 1) for t in (q1, k1, q2, k2, v))  # [H, L, *]
-        map1, map2 = torch.softmax(a @ b.transpose(-1, -2) * scale, -1), torch.softmax(c @ d.transpose(-1, -2) * scale, -1)
+        map1 = torch.softmax(a @ b.transpose(-1, -2) * scale, -1)
+        map2 = torch.softmax(c @ d.transpose(-1, -2) * scale, -1)
         outs.append(_diff_finish((map1 @ vs).transpose(0, 1), (map2 @ vs).transpose(0, 1), lam))
     return torch.cat(outs, dim=0) if outs else torch.zeros_like(v)
 

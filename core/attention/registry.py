@@ -121,7 +121,8 @@ def resolve_attention(
         return backend
     ref_name = backend.fallback or _REFERENCE_FOR_KIND.get(backend.kind)
     if ref_name is None or ref_name == name:
-        raise RuntimeError(f"attention backend {name!r} cannot be used: {reason}; no fallback for kind {backend.kind!r}")
+        raise RuntimeError(f"attention backend {name!r} cannot be used: {reason}; "
+                           f"no fallback for kind {backend.kind!r}")
     if (name, device.type) not in _WARNED and backend.fallback:
         _WARNED.add((name, device.type))
         log.info("attention backend %r: %s; using its declared fallback %r", name, reason, ref_name)

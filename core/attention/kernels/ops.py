@@ -126,7 +126,8 @@ def linear_rotary_fwd(
 def _(q, k, v, cu_seqlens, cos, sin):
     batch, heads, sd = cu_seqlens.shape[0] - 1, q.shape[1], _state_dtype(q)
     return (v.new_empty(q.shape[0], heads, v.shape[-1]),
-            q.new_empty(batch, heads, q.shape[-1], v.shape[-1], dtype=sd), q.new_empty(batch, heads, q.shape[-1], dtype=sd))
+            q.new_empty(batch, heads, q.shape[-1], v.shape[-1], dtype=sd),
+            q.new_empty(batch, heads, q.shape[-1], dtype=sd))
 
 
 @torch.library.custom_op("sciformer::linear_rotary_bwd", mutates_args=())
