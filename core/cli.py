@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", type=Path, help="run directory whose weights initialize the model (e.g. pretraining)")
     p.add_argument("-j", "--jobs", type=int, default=1,
                    help="ensemble members trained in parallel processes (one torch thread each)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="train each member on N processes with DistributedDataParallel (gloo on CPU, nccl on "
+                        "GPU; same global batch as one process); under torchrun the group comes from torchrun")
 
     p = sub.add_parser("evaluate", help="model vs baselines on the prepared test split")
     _common(p)

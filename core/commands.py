@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from core import distributed
 from core import domain as registry
 from core.errors import UserError
 from core.io import atomic_path, file_sha256, read_json, versions, write_json
@@ -146,7 +147,21 @@ def cmd_train(args) -> int:
     call = [(dom.name, args.config, args.set, args.input, members[k], stage, args.init, k, fingerprint)
             for k in todo]
     jobs = min(max(1, args.jobs), len(todo) or 1)
-    if jobs == 1:
+    timeout = float(cfg.get("train.ddp_timeout", 600))
+    if args.nproc > 1 or distributed.under_torchrun():
+        if jobs > 1:
+            raise UserError("use either -j (ensemble members in parallel) or --nproc (one member on several "
+                            "processes), not both")
+        if distributed.under_torchrun():   # this process is one rank of torchrun's group
+            distributed.init_from_env(timeout)
+            for c in call:
+                train_member(*c, progress=_progress(args, cfg))
+            if not distributed.current().main:
+                return 0   # only rank 0 writes the run
+        else:   # each member on --nproc local processes, one member after the other
+            for c in call:
+                distributed.launch(train_member, args.nproc, (*c, _progress(args, cfg)), timeout)
+    elif jobs == 1:
         for c in call:
             train_member(*c, progress=_progress(args, cfg))
     else:  # members in parallel processes, one torch thread each (spawn: no forked torch state)

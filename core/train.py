@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from core import distributed
 from core.checkpoint import clear_resume, load_resume, load_weights, save_resume, save_weights
 from core.errors import UserError
 from core.progress import Progress
@@ -49,9 +50,13 @@ def warmup_cosine(total_steps: int, warmup_frac: float):
     return factor
 
 
-def _batches(data, batch_size: int, collate, shuffle: bool, gen: torch.Generator | None, workers: int = 0):
-    order = torch.randperm(len(data), generator=gen).tolist() if shuffle else list(range(len(data)))
-    chunks = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+def index_batches(n: int, batch_size: int, shuffle: bool, gen: torch.Generator | None) -> list[list[int]]:
+    """The global batches of an epoch as example indices (the same on every rank: `gen` is seeded alike)."""
+    order = torch.randperm(n, generator=gen).tolist() if shuffle else list(range(n))
+    return [order[start:start + batch_size] for start in range(0, n, batch_size)]
+
+
+def _batches(data, chunks: list[list[int]], collate, workers: int = 0):
     if workers <= 0:
         for idx in chunks:
             yield collate([data[i] for i in idx])
@@ -108,7 +113,8 @@ def validation_score(task: TrainingTask, batch_size: int, device: torch.device, 
     if task.val_score is not None:
         return float(task.val_score(task.model))
     total, count = 0.0, 0
-    for batch in _batches(task.val_data, batch_size, task.val_collate or task.collate, False, None, workers):
+    chunks = index_batches(len(task.val_data), batch_size, False, None)
+    for batch in _batches(task.val_data, chunks, task.val_collate or task.collate, workers):
         batch = to_device(batch, device)
         out = task.model(batch)
         n = batch_size_of(batch, out)
@@ -122,13 +128,21 @@ def fit(task: TrainingTask, train_cfg: Mapping[str, Any], run_dir: Path, seed: i
     """Train `task.model`; keep the best validation weights in run_dir; resume if interrupted before.
 
     The starting weights (a closed-form initialization, a pretrained encoder) are scored on validation before
-    the first epoch and kept when no epoch beats them: training can only improve on where it started."""
+    the first epoch and kept when no epoch beats them: training can only improve on where it started. Inside a
+    process group (`core.distributed`) every rank trains on its slice of each global batch; rank 0 validates and
+    writes."""
+    rank = distributed.current()
     device = pick_device(train_cfg.get("device", "auto"))
+    if device.type == "cuda" and rank.world > 1:
+        device = torch.device("cuda", torch.cuda.current_device())
     if device.type == "cpu":
         configure_threads(int(train_cfg.get("threads", 1)))
     seed_everything(seed)
     model = task.model.to(device)
     bs = int(train_cfg["batch_size"])
+    if bs < rank.world:
+        raise UserError(f"train.batch_size={bs} is smaller than the {rank.world} processes; every process needs "
+                        "part of each batch (raise train.batch_size or lower --nproc)")
     workers = int(train_cfg.get("workers", 0))
     steps_per_epoch = max(1, math.ceil(len(task.train_data) / bs))
     epochs = int(train_cfg["epochs"])
@@ -144,37 +158,49 @@ def fit(task: TrainingTask, train_cfg: Mapping[str, Any], run_dir: Path, seed: i
     run_dir.mkdir(parents=True, exist_ok=True)
     has_val = len(task.val_data) > 0 or task.val_score is not None
 
+    def validate() -> float:  # rank 0 scores, every rank gets the score (the same early-stopping decision)
+        score = validation_score(task, bs, device, workers) if rank.main else 0.0
+        return distributed.broadcast_float(score, rank)
+
     progress = load_resume(run_dir, model, opt, sched)
+    distributed.barrier(rank)   # every rank has read the resume state before rank 0 writes anything
     if progress is None:
         progress = {"epoch": 0, "step": 0, "best": None, "best_epoch": -1, "history": []}
         if has_val:  # epoch -1 = the starting weights
-            start_score = validation_score(task, bs, device, workers)
+            start_score = validate()
             progress["history"].append({"epoch": -1, task.val_metric: start_score})
             if math.isfinite(start_score):
                 progress["best"] = start_score
-                save_weights(model, run_dir, _meta(task, progress, seed, extra_meta))
+                if rank.main:
+                    save_weights(model, run_dir, _meta(task, progress, seed, extra_meta))
     else:
         log.info("resuming %s at epoch %d", run_dir, progress["epoch"])
     gen = torch.Generator().manual_seed(seed)
     for _ in range(progress["epoch"]):  # replay the shuffles of finished epochs: resumed == uninterrupted
         torch.randperm(len(task.train_data), generator=gen)
-    bar = Progress(total, f"train {run_dir.name}", "step", enabled=bool(train_cfg.get("progress", True)),
-                   initial=progress["step"])
+    if rank.world > 1:  # independent dropout masks per rank (the shuffle generator above stays shared)
+        torch.manual_seed(seed + 7919 * rank.rank)
+    trained = distributed.wrap(model, rank, device)
+    bar = Progress(total, f"train {run_dir.name}", "step", initial=progress["step"],
+                   enabled=bool(train_cfg.get("progress", True)) and rank.main)
     start = time.perf_counter()
     for epoch in range(progress["epoch"], epochs):
         if progress["step"] >= total:
             break
         model.train()
         running, seen, parts_sum = 0.0, 0, {}
-        for batch in _batches(task.train_data, bs, task.collate, True, gen, workers):
+        chunks = index_batches(len(task.train_data), bs, True, gen)
+        local = [distributed.local_slice(c, rank) for c in chunks]
+        for idx, batch in zip(chunks, _batches(task.train_data, local, task.collate, workers)):
             if progress["step"] >= total:
                 break
             batch = to_device(batch, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                out = model(batch)
+                out = trained(batch)
             loss, parts = split_loss(task.loss(out, batch))  # outside autocast: losses are computed in float32
+            share = len(distributed.local_slice(idx, rank)) * rank.world / len(idx)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * share if rank.world > 1 else loss).backward()   # DDP averages: mean over the global batch
             if clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
@@ -186,8 +212,9 @@ def fit(task: TrainingTask, train_cfg: Mapping[str, Any], run_dir: Path, seed: i
                 parts_sum[k] = parts_sum.get(k, 0.0) + v * n
             seen += n
             bar.update(1)
+        running, seen = distributed.sum_over_ranks([running, seen], rank)   # the global batch's mean
         train_loss = running / max(seen, 1)
-        val = validation_score(task, bs, device, workers) if has_val else train_loss
+        val = validate() if has_val else train_loss
         if not math.isfinite(val):
             raise UserError(f"{run_dir}: the loss became {val} in epoch {epoch} (training diverged); "
                             "lower train.lr or raise train.grad_clip's strictness (e.g. --set train.lr=1e-4)")
@@ -195,22 +222,27 @@ def fit(task: TrainingTask, train_cfg: Mapping[str, Any], run_dir: Path, seed: i
                                     **{f"train_{k}": v / max(seen, 1) for k, v in parts_sum.items()}})
         bar.set_postfix(epoch=epoch, train=f"{train_loss:.4f}", val=f"{val:.4f}")
         progress["epoch"] = epoch + 1
-        if progress["best"] is None or val < progress["best"]:
+        improved = progress["best"] is None or val < progress["best"]
+        if improved:
             progress["best"], progress["best_epoch"] = val, epoch
-            save_weights(model, run_dir, _meta(task, progress, seed, extra_meta))
-        save_resume(run_dir, model, opt, sched, progress)
+        if rank.main:
+            if improved:
+                save_weights(model, run_dir, _meta(task, progress, seed, extra_meta))
+            save_resume(run_dir, model, opt, sched, progress)
         if epoch - progress["best_epoch"] >= patience:
             log.info("early stop at epoch %d (best %d)", epoch, progress["best_epoch"])
             break
     bar.close()
     if progress["best_epoch"] == -1 and progress["best"] is not None:
         log.info("%s: no epoch beat the starting weights on validation; keeping them", run_dir)
-    # final metadata (with the full history) beside the best weights; resume state is no longer needed
-    best = task.model
-    if (run_dir / "model.safetensors").exists():
-        load_weights(best, run_dir)
-    save_weights(best, run_dir, _meta(task, progress, seed, extra_meta, seconds=time.perf_counter() - start))
-    clear_resume(run_dir)
+    distributed.barrier(rank)
+    if rank.main:  # final metadata (with the full history) beside the best weights; resume state is done
+        best = task.model
+        if (run_dir / "model.safetensors").exists():
+            load_weights(best, run_dir)
+        save_weights(best, run_dir, _meta(task, progress, seed, extra_meta, seconds=time.perf_counter() - start))
+        clear_resume(run_dir)
+    distributed.barrier(rank)
     return progress
 
 

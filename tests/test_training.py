@@ -145,10 +145,11 @@ def test_validation_score_replaces_the_mean_loss(tmp_path):
 
 
 def test_loader_workers_give_the_same_batches(tmp_path):
-    from core.train import _batches
+    from core.train import _batches, index_batches
     task = make_task()
-    plain = list(_batches(task.train_data, 8, task.collate, True, torch.Generator().manual_seed(5)))
-    pooled = list(_batches(task.train_data, 8, _stack, True, torch.Generator().manual_seed(5), workers=1))
+    chunks = index_batches(len(task.train_data), 8, True, torch.Generator().manual_seed(5))
+    plain = list(_batches(task.train_data, chunks, task.collate))
+    pooled = list(_batches(task.train_data, chunks, _stack, workers=1))
     assert len(plain) == len(pooled) and all(torch.equal(a["x"], b["x"]) for a, b in zip(plain, pooled))
 
 

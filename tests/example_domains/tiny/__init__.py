@@ -36,7 +36,7 @@ class TinyModel(torch.nn.Module):
         self.embed = torch.nn.Linear(1, meta["encoder"]["d_model"])
         self.encoder = Encoder(EncoderConfig.from_dict(meta["encoder"]))
         d = meta["encoder"]["d_model"]
-        self.head = DenseHead(d, 1) if self.dense else RegressionHead(d, 1, hidden=8)
+        self.head = DenseHead(d, 1) if self.dense else RegressionHead(d, 1, hidden=8, dropout=0.0)
 
     def forward(self, batch):
         h = self.encoder(self.embed(batch["x"][:, None]), batch["cu"], batch["max"])
