@@ -11,6 +11,7 @@ if "domains" not in config:  # a --configfile (e.g. profiles/test's) replaces th
 
 include: "workflows/common.smk"
 include: "workflows/rules.smk"
+include: "workflows/sharded.smk"
 
 
 rule all:

@@ -86,6 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes predicting batches in parallel (output in input order)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
+    p = sub.add_parser("split", help="split a large input (table or folder) into N shards for parallel predict jobs")
+    _verbosity(p)
+    p.add_argument("-i", "--input", type=Path, required=True, help="a .csv/.parquet table or a folder of files")
+    p.add_argument("-o", "--output", type=Path, required=True, help="folder for shard-0000.* ...")
+    p.add_argument("-n", "--shards", type=int, required=True, help="number of shards")
+
+    p = sub.add_parser("gather", help="join the shard outputs of predict (in shard order) into one output set")
+    _verbosity(p)
+    p.add_argument("-i", "--input", type=Path, nargs="+", required=True,
+                   help="the shards' prediction outputs, in shard order")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the whole output (same kind as the shards')")
+
     p = sub.add_parser("report", help="plots and the metrics table from an evaluate output")
     _common(p)
     p.add_argument("-i", "--input", type=Path, required=True, help="metrics JSON written by `evaluate`")

@@ -234,6 +234,20 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_split(args) -> int:
+    from core.shards import split
+    paths = split(args.input, args.output, args.shards)
+    print(f"split {args.input} into {len(paths)} shards in {args.output}")
+    return 0
+
+
+def cmd_gather(args) -> int:
+    from core.shards import gather
+    meta = gather(args.input, args.output)
+    print(f"gathered {len(meta['shards'])} shards into {args.output}: {meta['rows_in']} input item(s)")
+    return 0
+
+
 def cmd_report(args) -> int:
     dom, cfg = _domain_and_config(args)
     if not args.input.exists():
