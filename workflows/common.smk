@@ -9,6 +9,7 @@ from snakemake.utils import min_version, validate
 
 from core.domain import get_domain
 from core.io import package_file
+from core.runs import run_info
 
 min_version("8.0")
 validate(config, "schemas/config.schema.yaml")
@@ -131,3 +132,33 @@ def targets(domain):
             if rs["predict"]:
                 out.append(f"results/{d}/{run}/prediction")
     return out
+
+
+# -- prediction at scale (workflows/sharded.smk) ------------------------------------------------------------
+SHARDED = config.get("sharded") or {}
+S = "results/sharded/{job}"
+
+
+def shard_output_name(job):
+    s = SHARDED[job]
+    return get_domain(s["domain"]).task(run_info(s["model"]).get("task")).default_output
+
+
+def shard_file(wildcards):
+    source = Path(SHARDED[wildcards.job]["input"])
+    suffix = ".csv" if source.is_dir() else source.suffix.lower()
+    return f"results/sharded/{wildcards.job}/shards/shard-{wildcards.k}{suffix}"
+
+
+def shard_parts(wildcards):
+    return [f"results/sharded/{wildcards.job}/parts/shard-{k:04d}" for k in range(SHARDED[wildcards.job]["shards"])]
+
+
+def shard_part_outputs(wildcards):
+    name = shard_output_name(wildcards.job)
+    return " ".join(shlex.quote(f"{part}/{name}") for part in shard_parts(wildcards))
+
+
+def shard_args(wildcards):
+    s = SHARDED[wildcards.job]
+    return " ".join(f"--set {shlex.quote(x)}" for x in s.get("set", [])) + f" -j {s.get('jobs', 1)}"

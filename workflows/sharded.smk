@@ -4,37 +4,6 @@
 #   sharded:
 #     <job>: {domain: molecules, model: <run dir>, input: big.csv, shards: 8, set: [], jobs: 1}
 # -> results/sharded/<job>/<the task's default output name> (e.g. predictions.csv, or a folder)
-from core.runs import run_info
-
-SHARDED = config.get("sharded") or {}
-S = "results/sharded/{job}"
-
-
-def shard_output_name(job):
-    s = SHARDED[job]
-    return get_domain(s["domain"]).task(run_info(s["model"]).get("task")).default_output
-
-
-def shard_file(wildcards):
-    source = Path(SHARDED[wildcards.job]["input"])
-    suffix = ".csv" if source.is_dir() else source.suffix.lower()
-    return f"results/sharded/{wildcards.job}/shards/shard-{wildcards.k}{suffix}"
-
-
-def shard_parts(wildcards):
-    return [f"results/sharded/{wildcards.job}/parts/shard-{k:04d}" for k in range(SHARDED[wildcards.job]["shards"])]
-
-
-def shard_part_outputs(wildcards):
-    name = shard_output_name(wildcards.job)
-    return " ".join(shlex.quote(f"{part}/{name}") for part in shard_parts(wildcards))
-
-
-def shard_args(wildcards):
-    s = SHARDED[wildcards.job]
-    return " ".join(f"--set {shlex.quote(x)}" for x in s.get("set", [])) + f" -j {s.get('jobs', 1)}"
-
-
 rule shard_split:
     input: lambda w: SHARDED[w.job]["input"],
     output: directory(f"{S}/shards"),
