@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -79,7 +80,7 @@ def decoding_errors(path: Path, what: str = "file"):
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
         raise UserError(f"{path}: cannot be read as a {what} ({exc}); check that the file is complete and "
                         "really in that format") from None
-    except pd.errors.ParserError as exc:
+    except (pd.errors.ParserError, pd.errors.ParserWarning) as exc:
         raise UserError(f"{path}: malformed {what}: {exc}; every row needs as many fields as the header "
                         "(quote fields that contain the separator)") from None
     except (ValueError, EOFError) as exc:
@@ -117,10 +118,13 @@ class TableReader(Reader):
                 for batch in pq.ParquetFile(path).iter_batches(batch_size=size):
                     yield batch.to_pandas(types_mapper=pd.ArrowDtype)
                 return
-            # index_col=False: a row with an extra field must not turn the first column into an index
-            for chunk in pd.read_csv(path, chunksize=size, dtype=str, keep_default_na=False, index_col=False,
-                                     on_bad_lines="error", encoding="utf-8"):
-                yield chunk
+            # index_col=False: a first row with an extra field must not turn the first column into an index;
+            # pandas then only warns that it drops the extra field, which must be an error, as mid-file
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                for chunk in pd.read_csv(path, chunksize=size, dtype=str, keep_default_na=False, index_col=False,
+                                         on_bad_lines="error", encoding="utf-8"):
+                    yield chunk
 
     # -- checks ------------------------------------------------------------------------------------------
     def check(self, path: Path) -> None:

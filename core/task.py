@@ -75,6 +75,18 @@ class Prediction:
         return (self.table["status"].astype(str) == "ok").to_numpy()
 
 
+@dataclass
+class BadInput:
+    """One case of the bad-input suite: `path` must give exit code 2 with `message` in the error (nothing
+    written), or, with `status`, succeed and mark the affected items with that status (never a confident
+    number for input the model cannot judge)."""
+
+    name: str
+    path: Path
+    message: str = ""
+    status: str | None = None
+
+
 class Task:
     """Base class of a domain's tasks. Subclasses set `name` and implement the hooks they need."""
 
@@ -144,6 +156,12 @@ class Task:
     def example_inputs(self, folder: Path) -> tuple[Path, Path, str]:
         """For the contract test: (a valid prediction input, a bad one, a fragment of the promised error)."""
         raise NotImplementedError
+
+    def bad_inputs(self, folder: Path) -> list["BadInput"]:
+        """The task's own cases for the bad-input suite (tests/test_bad_input.py), beside the generic ones
+        the suite derives from `example_inputs` (empty, missing, corrupt bytes, not UTF-8, output over input,
+        interrupted run): header only, wrong columns, wrong types, non-finite, out of range, wrong shape..."""
+        return []
 
     def report_figures(self, predictions: pd.DataFrame, metrics: list[dict], out_dir: Path) -> list[Path]:
         """Plots for the report (a parity plot, forecasts, a lifetime map); return the files written."""

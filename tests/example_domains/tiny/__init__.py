@@ -17,7 +17,7 @@ from core.metrics import REGRESSION_METRICS, metric_rows
 from core.packing import lengths_to_cu_seqlens, segment_mean
 from core.readers import FilesReader, TableReader
 from core.runs import member_outputs
-from core.task import Prediction, Task, TrainingTask
+from core.task import BadInput, Prediction, Task, TrainingTask
 
 
 def _sequences(n: int, seed: int) -> list[np.ndarray]:
@@ -125,6 +125,15 @@ class MeanTask(_TinyTask):
         pd.DataFrame({"id": ["a"], "number": ["1"]}).to_csv(bad, index=False)
         return good, bad, "missing column(s) ['digits']"
 
+    def bad_inputs(self, folder):
+        folder = Path(folder)
+        cases = {"header_only": "digits\n", "extra_field": "digits\n12,3\n45\n", "not_digits": "digits\nabc\n"}
+        for name, text in cases.items():
+            (folder / f"{name}.csv").write_text(text)
+        return [BadInput("header_only", folder / "header_only.csv", "no data rows"),
+                BadInput("extra_field", folder / "extra_field.csv", "fields"),
+                BadInput("not_digits", folder / "not_digits.csv", status="not_digits")]
+
 
 class SmoothTask(_TinyTask):
     name = "smooth"
@@ -165,6 +174,17 @@ class SmoothTask(_TinyTask):
         bad = Path(folder) / "empty_folder"
         bad.mkdir(exist_ok=True)
         return good, bad, "no series files"
+
+    def bad_inputs(self, folder):
+        folder = Path(folder)
+        np.save(folder / "ok.npy", np.array([1.0, 2.0, 3.0]))
+        np.save(folder / "nan.npy", np.array([1.0, np.nan]))
+        (folder / "missing.csv").write_text("path\nok.npy\nnot_there.npy\n")
+        (folder / "nan_manifest.csv").write_text("path\nok.npy\nnan.npy\n")
+        (folder / "no_path_column.csv").write_text("file\nok.npy\n")
+        return [BadInput("manifest_missing_file", folder / "missing.csv", status="missing_file"),
+                BadInput("non_finite_series", folder / "nan_manifest.csv", status="bad_series"),
+                BadInput("manifest_without_path", folder / "no_path_column.csv", "needs a 'path' column")]
 
 
 class TinyDomain(Domain):
