@@ -23,6 +23,7 @@ __all__ = [
     "segment_mean",
     "pack_token_lists",
     "seqlens_from_cu_seqlens",
+    "uniform_cu_seqlens",
 ]
 
 
@@ -36,6 +37,12 @@ def lengths_to_cu_seqlens(lengths: Tensor) -> Tensor:
     # cumsum in int64 first so huge batches cannot overflow silently before the cast.
     cu[1:] = torch.cumsum(lengths.to(torch.int64), dim=0).to(torch.int32)
     return cu
+
+
+def uniform_cu_seqlens(batch: int, length: int, device: torch.device | str | None = None) -> Tensor:
+    """Offsets [B+1] of B sequences of the same length (variates, time-frequency rows, patch grids): no
+    padding and, in SDPA, the free-reshape path of equal lengths."""
+    return torch.arange(0, (batch + 1) * length, length, dtype=torch.int32, device=device)
 
 
 def seqlens_from_cu_seqlens(cu_seqlens: Tensor) -> Tensor:
