@@ -5,13 +5,13 @@ import math
 
 import pytest
 import torch
+from test_attention import DH, H, make_qkv  # tests/ is on sys.path (rootdir-less test modules): same inputs
 
-from core.attention import differential as A
 from core.attention import available_attention, resolve_attention
+from core.attention import differential as A
 from core.attention import softmax as S
 from core.encoder import Encoder, EncoderConfig
 from core.rotary import apply_rotary, rotary_cos_sin
-from test_attention import DH, H, make_qkv  # tests/ is on sys.path (rootdir-less test modules): same inputs
 
 LENGTHS = [[1, 5, 17, 3], [4, 0, 6, 0, 1], [0], [7], [6, 6, 6], [30, 1, 1, 1, 1, 0]]
 

@@ -228,7 +228,8 @@ INTERP_CASES = {  # name -> (lengths, heads, head dim, dtype)
 
 def _interpreter_checks() -> dict:
     """Runs in the subprocess (TRITON_INTERPRET=1): max |triton - reference| per check."""
-    from core.attention.kernels import triton_linear as TL, triton_rotary as TR
+    from core.attention.kernels import triton_linear as TL
+    from core.attention.kernels import triton_rotary as TR
 
     assert TL.LINEAR_EPS == L.LINEAR_EPS
     errors = {}
