@@ -200,12 +200,20 @@ def cmd_evaluate(args) -> int:
                         f"task={task.name}; add --set task={trained}")
     hashes = _prepared_hashes(args.input)
     members = load_members(task, args.model, pick_device(cfg["train.device"]))
+    task.artifacts_dir = args.output.with_name(args.output.stem + "_artifacts")
+    shutil.rmtree(task.artifacts_dir, ignore_errors=True)   # never mix artifacts of two evaluations
+    task.artifacts_dir.mkdir(parents=True)
     rows, predictions = task.evaluate(cfg, args.input, members)
     pred_path = args.predictions or args.output.with_name(args.output.stem + "_predictions.csv")
     with atomic_path(pred_path) as tmp:
         predictions.to_csv(tmp, index=False)
+    artifacts = None
+    if any(task.artifacts_dir.iterdir()):
+        artifacts = os.path.relpath(task.artifacts_dir, args.output.parent)
+    else:
+        task.artifacts_dir.rmdir()
     write_json(args.output, {"rows": rows, "predictions": os.path.relpath(pred_path, args.output.parent),
-                             "resolved": cfg.resolved(hashes)})
+                             "artifacts": artifacts, "resolved": cfg.resolved(hashes)})
     print(format_table(rows))
     return 0
 
@@ -261,7 +269,10 @@ def cmd_report(args) -> int:
         raise UserError(f"{pred_path}: the test predictions named in {args.input} are missing; rerun evaluate")
     args.output.mkdir(parents=True, exist_ok=True)
     predictions = pd.read_csv(pred_path)
-    figures = dom.task_of(cfg).report_figures(predictions, rows, args.output)
+    task = dom.task_of(cfg)
+    if metrics.get("artifacts"):
+        task.artifacts_dir = args.input.parent / metrics["artifacts"]
+    figures = task.report_figures(predictions, rows, args.output)
     table = pd.DataFrame(rows)
     with atomic_path(args.output / "metrics.csv") as tmp:
         table.to_csv(tmp, index=False)

@@ -48,13 +48,17 @@ def meta_path(target: Path) -> Path:
 
 
 def check_not_input(target: Path, inputs: Iterable[Path]) -> None:
-    """Refuse an output that would overwrite (or, for a folder, contain and replace) an input."""
+    """Refuse an output that would overwrite (or, for a folder, contain and replace) an input, and one inside
+    an input folder (a later run would read the outputs as inputs)."""
     t = target.resolve()
     for inp in inputs:
         i = Path(inp).resolve()
         if t == i or (output_kind(target) == "folder" and i.is_relative_to(t)):
             raise UserError(f"{target}: the output (-o) would overwrite the input {inp}; write the predictions "
                             "somewhere else (e.g. -o predictions.csv, or a new folder)")
+        if i.is_dir() and t.is_relative_to(i):
+            raise UserError(f"{target}: the output (-o) is inside the input folder {inp}; a later run would read "
+                            "the outputs as inputs: write them outside it")
 
 
 class OutputSet:

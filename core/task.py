@@ -100,6 +100,9 @@ class Task:
     # predict() is a pure function of (members, batch): `predict -j N` may run batches in worker processes.
     # A task that writes into the output set itself (a memory-mapped image filled tile by tile) sets False.
     parallel_predict: ClassVar[bool] = True
+    # A folder `evaluate` may fill with artifacts for the report (example recordings, spectrogram arrays,
+    # maps) and `report_figures` reads: <metrics>_artifacts/ beside the metrics file, set by the core.
+    artifacts_dir: Path | None = None
 
     def __init__(self, domain: Any):
         self.domain = domain

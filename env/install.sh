@@ -11,10 +11,18 @@ key=$(cat env/install.sh env/requirements.txt env/constraints.txt env/shims/* py
 stamp="$VENV/.installed-$key"
 [ -f "$stamp" ] && exit 0
 
-# open3d-cpu 0.20 links libusb-1.0 at import time; Debian ships it as libusb-1.0-0.
-if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
+# Debian packages, each for a reason:
+#   libusb-1.0-0: open3d-cpu 0.20 links libusb-1.0 at import time;
+#   asterisk-core-sounds-*-wav/-g722, asterisk-moh-opsound-wav: the audio domain's real speech (5 voices, 8 kHz
+#     WAV and 16 kHz G.722) and music noise; ffmpeg decodes the G.722 prompts.
+DEBS="libusb-1.0-0 ffmpeg asterisk-moh-opsound-wav"
+for lang in en es fr it ru; do DEBS="$DEBS asterisk-core-sounds-$lang-wav asterisk-core-sounds-$lang-g722"; done
+missing=$(for d in $DEBS; do dpkg -s "$d" >/dev/null 2>&1 || echo "$d"; done)
+if [ -n "$missing" ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get install -y -q libusb-1.0-0 || { $SUDO apt-get update -q && $SUDO apt-get install -y -q libusb-1.0-0; }
+  # shellcheck disable=SC2086
+  $SUDO apt-get install -y -q --no-install-recommends $missing \
+    || { $SUDO apt-get update -q && $SUDO apt-get install -y -q --no-install-recommends $missing; }
 fi
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"

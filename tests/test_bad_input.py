@@ -14,6 +14,11 @@ import pandas as pd
 import pytest
 
 from core.domain import domain_names, get_domain
+from core.runs import first_meta
+
+
+def run_info_meta(run):
+    return first_meta(run)["task"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,6 +119,8 @@ def test_output_over_input_is_refused(domain, task, trained, run_cli, tmp_path):
     t, run = trained(domain, task)
     good, _, _ = t.example_inputs(tmp_path)
     if good.is_dir():
+        if "/" not in t.output_formats(run_info_meta(run)):
+            pytest.skip("the task writes a table from a folder: -o cannot name the input folder")
         target = good
     else:
         target = good.with_suffix(Path(t.default_output).suffix or good.suffix)

@@ -72,7 +72,7 @@ rule predict:  # new data through the same command a user runs; the output set l
 rule report:  # metrics table + every figure the task writes, collected by pattern into the Snakemake report
     input: rules.evaluate.output.metrics,
     output:
-        directory=report(directory(f"{R}/report"), patterns=["{name}.png", "{name}.html"],
+        directory=report(directory(f"{R}/report"), patterns=["{name}.png", "{name}.html", "{name}.wav"],
                          caption="report/result.rst", category="{domain}", subcategory="{run}"),
     log: f"{R}/logs/report.log",
     benchmark: f"{R}/benchmarks/report.tsv"

@@ -1,0 +1,36 @@
+"""The audio domain: speech enhancement (magnitude and phase, MP-SENet-style) and voice/language
+identification on Debian's Asterisk prompts, with librosa for the signal processing."""
+from core.domain import Domain
+from domains.audio.tasks import ClassifyTask, EnhanceTask
+
+
+class AudioDomain(Domain):
+    name = "audio"
+    description = "speech recordings -> enhanced speech, or voice/language labels"
+    tasks = (EnhanceTask, ClassifyTask)
+    requirements = ("librosa", "soundfile", "soxr", "pesq", "pystoi", "speechmos", "onnxruntime", "noisereduce",
+                    "pyroomacoustics")
+
+    def self_check(self) -> str:
+        """librosa's STFT round trip and PESQ's ceiling on a synthetic vowel; the prompt packages' presence."""
+        import librosa
+        import numpy as np
+
+        from domains.audio.corpus import DEFAULT_ROOT, INSTALL_HINT
+        from domains.audio.metrics import pesq_score
+        t = np.arange(16000) / 8000
+        x = (0.3 * sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 8)) * (np.sin(2 * np.pi * t) > 0))
+        back = librosa.istft(librosa.stft(x, n_fft=256, hop_length=64), hop_length=64, length=len(x))
+        score = pesq_score(x, back, 8000)
+        if not np.allclose(back, x, atol=1e-6) or score < 4.4:
+            raise RuntimeError(f"librosa STFT round trip or PESQ is off (PESQ of a clean signal: {score:.2f})")
+        prompts = "prompts found" if DEFAULT_ROOT.is_dir() else f"NO prompts: {INSTALL_HINT}"
+        return f"librosa STFT round trip, PESQ {score:.2f}; {prompts}"
+
+    def check_config(self, values):
+        d, problems = values["data"], []
+        if d["val_fraction"] + d["test_fraction"] >= 1:
+            problems.append("data.val_fraction + data.test_fraction: must leave prompts for training (sum < 1)")
+        if sum(d["music_folds"]) >= 1:
+            problems.append("data.music_folds: the train and validation parts must leave music for testing (sum < 1)")
+        return problems

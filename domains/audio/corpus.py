@@ -1,0 +1,125 @@
+"""The speech corpus: Debian's Asterisk prompt packages (real recorded prompts, 5 voice/language folders).
+
+    asterisk-core-sounds-{en,es,fr,it,ru}-wav    8 kHz 16-bit PCM (narrowband)
+    asterisk-core-sounds-{en,es,fr,it,ru}-g722   the same prompts G.722-coded at 16 kHz (wideband; ffmpeg decodes)
+    asterisk-moh-opsound-wav                     five music-on-hold tracks (real music noise)
+
+A folder such as `es_MX_f_Allison` is language_REGION_sex_Speaker. Allison Smith recorded both the English and
+the Spanish prompts (the packages' copyright file says so), so speakers are taken from the folder's last field:
+an "unseen voice" split keeps en_US_f_Allison and es_MX_f_Allison on the same side.
+
+Prompts are identified by their path inside the voice folder (`digits/1`): the same name is the same text
+(translated) in every language, so a split by prompt name keeps a sentence out of training in every voice.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import UserError
+
+DEFAULT_ROOT = Path("/usr/share/asterisk/sounds")
+MOH_ROOT = Path("/usr/share/asterisk/moh")
+LANGS = ("en", "es", "fr", "it", "ru")
+PACKAGES = (*(f"asterisk-core-sounds-{lang}-wav" for lang in LANGS),
+            *(f"asterisk-core-sounds-{lang}-g722" for lang in LANGS), "asterisk-moh-opsound-wav", "ffmpeg")
+# tones, beeps and the silence folder are not speech: they would teach "speech" that is a sine
+NOT_SPEECH = re.compile(r"(^|/)(silence/|.*beep|.*tone)")
+INSTALL_HINT = ("install Debian's prompt packages: apt-get install " + " ".join(PACKAGES)
+                + " (or point data.root at a folder of <lang>_<REGION>_<sex>_<Speaker>/ prompt folders)")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    voice: str      # folder name, e.g. fr_CA_f_June (the classification label)
+    speaker: str    # last field of the folder name (Allison for en and es)
+    name: str       # path inside the voice folder without extension (digits/1): the prompt text's identity
+    path: Path      # the .wav (8 kHz) or .g722 (16 kHz) file
+
+
+def speaker_of(voice: str) -> str:
+    return voice.split("_")[-1]
+
+
+def list_prompts(root: Path | str = DEFAULT_ROOT, sample_rate: int = 8000) -> list[Prompt]:
+    """Every speech prompt under root, sorted (voice, name). 8000 reads `.wav`, 16000 reads `.g722`."""
+    root = Path(root)
+    ext = {8000: ".wav", 16000: ".g722"}.get(sample_rate)
+    if ext is None:
+        raise UserError(f"data.sample_rate: {sample_rate} is not available from the prompt packages; use 8000 (wav) "
+                        "or 16000 (G.722)")
+    if not root.is_dir():
+        raise UserError(f"{root}: prompt folder not found; {INSTALL_HINT}")
+    prompts = []
+    for voice_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for f in sorted(voice_dir.rglob(f"*{ext}")):
+            name = f.relative_to(voice_dir).with_suffix("").as_posix()
+            if not NOT_SPEECH.search(name):
+                prompts.append(Prompt(voice_dir.name, speaker_of(voice_dir.name), name, f))
+    if not prompts:
+        kind = "wav" if ext == ".wav" else "g722"
+        needed = " ".join(p for p in PACKAGES if kind in p or p == "ffmpeg")
+        raise UserError(f"{root}: no {ext} prompts found; {INSTALL_HINT.replace(' '.join(PACKAGES), needed)}")
+    return prompts
+
+
+def prompt_fold(name: str, seed: int, val_fraction: float, test_fraction: float) -> str:
+    """'train' | 'val' | 'test' for a prompt name: a seeded hash, so the fold of a prompt never depends on which
+    voices or files are present (and the same text lands in the same fold in every language)."""
+    u = int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "big") / 2**64
+    return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
+
+
+def load_prompt(prompt: Prompt, sample_rate: int) -> np.ndarray:
+    """Mono float32 in [-1, 1] at sample_rate."""
+    if prompt.path.suffix == ".g722":
+        return decode_g722([prompt.path])[0]
+    import librosa
+    audio, _ = librosa.load(prompt.path, sr=sample_rate, mono=True)
+    return audio.astype(np.float32)
+
+
+def decode_g722(paths: list[Path], batch: int = 64) -> list[np.ndarray]:
+    """Raw G.722 files -> 16 kHz float32 arrays, decoded by ffmpeg (many files per process: one process per file
+    would cost more than the decoding)."""
+    import soundfile as sf
+    if shutil.which("ffmpeg") is None:
+        raise UserError("ffmpeg not found: the 16 kHz prompts are G.722-coded; apt-get install ffmpeg "
+                        "(or use data.sample_rate=8000)")
+    out: list[np.ndarray] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for start in range(0, len(paths), batch):
+            group = paths[start:start + batch]
+            cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y"]
+            for p in group:
+                cmd += ["-f", "g722", "-i", str(p)]
+            for i in range(len(group)):
+                cmd += ["-map", f"{i}:a", "-ac", "1", "-ar", "16000", f"{tmp}/{i}.wav"]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode:
+                raise UserError(f"ffmpeg could not decode G.722 ({group[0]} ...): {done.stderr.strip()[-500:]}")
+            out += [sf.read(f"{tmp}/{i}.wav", dtype="float32")[0] for i in range(len(group))]
+    return out
+
+
+def load_prompts(prompts: list[Prompt], sample_rate: int) -> list[np.ndarray]:
+    if prompts and prompts[0].path.suffix == ".g722":
+        return decode_g722([p.path for p in prompts])
+    return [load_prompt(p, sample_rate) for p in prompts]
+
+
+def music_tracks(sample_rate: int, root: Path = MOH_ROOT) -> dict[str, np.ndarray]:
+    """The music-on-hold tracks at sample_rate ({} when the package is missing: music noise is then skipped,
+    and prepare says so)."""
+    import librosa
+    if not root.is_dir():
+        return {}
+    return {f.stem: librosa.load(f, sr=sample_rate, mono=True)[0].astype(np.float32)
+            for f in sorted(root.glob("*.wav"))}
