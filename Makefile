@@ -36,8 +36,8 @@ pretrain: setup              ## reproduce the committed encoder data/molecules/p
 	  --config 'domains={"molecules": {"runs": {"properties": {"init": ""}}}}'
 	rm -rf data/molecules/pretrained && cp -r results/molecules/properties/stage-pretrain data/molecules/pretrained
 
-bench-molecules: setup       ## FreeSolv (5 scaffold splits) + solubility: model vs baselines vs chemprop
-	$(BIN)/python -m benchmarks.molecules --chemprop --commit
+bench-molecules: setup       ## FreeSolv (5 scaffold splits), solubility, MoleculeACE Ki sets: model vs baselines vs chemprop
+	$(BIN)/python -m benchmarks.molecules --chemprop --moleculeace --commit
 
 bench-timeseries: setup      ## ETTh1 (../shared/data) + vic_elec + more sets + UEA classification, with the peers
 	$(BIN)/python -m benchmarks.timeseries --neuralforecast --commit

@@ -41,7 +41,7 @@ def is_legacy(domain) -> bool:
     return not domain.tasks and hasattr(domain, "build_task")
 
 
-LEGACY_NAMES = {"molecules": "properties"}   # the task name a single-task first-contract domain will declare
+LEGACY_NAMES: dict[str, str] = {}   # the task name a single-task first-contract domain will declare
 LEGACY_OUTPUTS = {("spectra", "lifetime"): "lifetime_map.npy"}   # the workflow predicts a real image
 
 

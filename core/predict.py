@@ -33,17 +33,18 @@ def prepare_prediction(domain: Domain, run_dir: Path, input_path: Path,
     task = run_task(run_dir, domain)
     model_meta = first_meta(run_dir)["task"]
     reader = task.reader(model_meta)
-    if not input_path.exists():
-        raise UserError(f"{input_path}: input not found")
-    if input_suffix(input_path) not in reader.formats:
-        raise UserError(f"{input_path}: the {domain.name}/{task.name} model reads {_formats(reader.formats)}; "
-                        f"got {input_suffix(input_path) or 'a file without extension'}")
     if output_path is not None:
         allowed = task.output_formats(model_meta)
         suffix = "/" if output_kind(output_path) == "folder" else output_path.suffix.lower()
         if suffix not in allowed:
             raise UserError(f"{output_path}: the {domain.name}/{task.name} model writes {_formats(allowed)}; "
                             f"choose -o accordingly")
+    if not input_path.exists():
+        raise UserError(f"{input_path}: input not found")
+    if input_suffix(input_path) not in reader.formats:
+        raise UserError(f"{input_path}: the {domain.name}/{task.name} model reads {_formats(reader.formats)}; "
+                        f"got {input_suffix(input_path) or 'a file without extension'}")
+    if output_path is not None:
         check_not_input(output_path, [input_path])
     reader.check(input_path)
     return task, reader, model_meta
@@ -72,7 +73,7 @@ def predict_file(domain: Domain, run_dir: Path, input_path: Path, output_path: P
     with OutputSet(output_path, [input_path]) as out, \
             Progress(reader.count(input_path) if progress else None, "predict", "item", enabled=progress) as bar:
         for batch, pred in _predictions(task, members, reader, input_path, chunk_size, out, jobs, run_dir, dev):
-            _collect(pred, batch, out, on_invalid, input_path, stats)
+            _collect(pred, batch, out, on_invalid, input_path, stats, getattr(reader, "required", []))
             bar.update(len(batch.ids))
         stats.update(task.finish(members, out))
         if stats["rows_in"] == 0:
@@ -87,7 +88,7 @@ def predict_file(domain: Domain, run_dir: Path, input_path: Path, output_path: P
 
 
 def _collect(pred: Prediction, batch: Batch, out: OutputSet, on_invalid: str, input_path: Path,
-             stats: dict[str, Any]) -> None:
+             stats: dict[str, Any], shown: list[str]) -> None:
     stats["rows_in"] += len(batch.ids)
     for name, content in pred.files.items():
         out.write(name, content)
@@ -98,6 +99,8 @@ def _collect(pred: Prediction, batch: Batch, out: OutputSet, on_invalid: str, in
     if on_invalid == "error" and not ok.all():
         i = int((~ok).argmax())
         where = batch.ids[i] if len(batch.ids) == len(table) else f"row {batch.first + i + 1}"
+        values = ", ".join(f"{c}={table[c].iloc[i]!r}" for c in shown if c in table)
+        where += f" ({values})" if values else ""
         status = table["status"].iloc[i] if "status" in table else "not predicted"
         raise UserError(f"{input_path}: {where}: {status}; fix or remove it, or use --on-invalid mark|skip")
     if on_invalid == "skip":

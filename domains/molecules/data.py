@@ -1,8 +1,9 @@
 """Data preparation for the molecules domain: load, clean (rdkit), split, featurize."""
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
-from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ BUILTIN_TARGETS = {"freesolv": ["expt"], "solubility": ["solubility"]}
 PREPARED = "molecules.csv"      # smiles, targets..., split, source_row
 REJECTED = "rejected.csv"
 CORPUS = "pretrain_corpus.csv"
+log = logging.getLogger("sciformer.molecules")
 
 
 def targets_of(cfg: Config) -> list[str]:
@@ -57,37 +59,141 @@ def load_raw(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, 
     return table.rename(columns={col: "smiles"}), None, {path.name: file_sha256(path)}
 
 
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def split_label(cfg: Config) -> str:
+    """How result rows name the split: solubility's predefined split is RDKit's demo split, so it says so."""
+    if cfg["data.dataset"] == "solubility" and cfg["data.split"] == "predefined":
+        return "rdkit-demo-1025-257"
+    return f"{cfg['data.split']}-{cfg['data.replicate']}"
+
+
+def max_tokens(cfg: Config) -> int:
+    """Atom-level tokens a SMILES may have: the model's limit less <cls> and <eos>."""
+    return int(cfg["features.max_len"]) - 2
+
+
+def carve_validation(labels: np.ndarray, cfg: Config, source: str) -> np.ndarray:
+    """A split without validation molecules: take a seeded random part of train (data.sizes' val share of
+    train + val, seed data.replicate) and say so."""
+    sizes = tuple(float(s) for s in cfg["data.sizes"])
+    train = np.flatnonzero(labels == "train")
+    val_frac = sizes[1] / max(sizes[0] + sizes[1], 1e-9)
+    _, va, _ = chem.random_split(len(train), (1 - val_frac, val_frac, 0.0), int(cfg["data.replicate"]))
+    labels = labels.copy()
+    labels[train[va]] = "val"
+    log.info("%s has no validation molecules: %d of its %d training molecules were set aside for validation "
+             "(seeded random, data.replicate=%d)", source, len(va), len(train), int(cfg["data.replicate"]))
+    return labels
+
+
 def split_indices(cfg: Config, smiles: list[str], n_predefined_test: int) -> np.ndarray:
     """A split label per molecule: 'train' | 'val' | 'test'."""
     method, seed = cfg["data.split"], int(cfg["data.replicate"])
     sizes = tuple(float(s) for s in cfg["data.sizes"])
     labels = np.empty(len(smiles), dtype=object)
     if method == "predefined":
-        n_pool = len(smiles) - n_predefined_test
-        labels[n_pool:] = "test"
-        val_frac = sizes[1] / max(sizes[0] + sizes[1], 1e-9)
-        tr, va, _ = chem.random_split(n_pool, (1 - val_frac, val_frac, 0.0), seed)
-        labels[tr], labels[va] = "train", "val"
-        return labels
+        labels[:] = "train"
+        labels[len(smiles) - n_predefined_test:] = "test"
+        return carve_validation(labels, cfg, "the predefined split")
     if method == "random":
         parts = chem.random_split(len(smiles), sizes, seed)
     else:
         parts = chem.scaffold_split(smiles, sizes, seed, balanced=(method == "scaffold_balanced"))
-    for name, idx in zip(("train", "val", "test"), parts):
+    for name, idx in zip(SPLIT_NAMES, parts):
         labels[idx] = name
     return labels
+
+
+def column_labels(table: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    """data.split: column: one of train/val/test per row (case and surrounding spaces ignored)."""
+    if column not in table.columns:
+        raise UserError(f"{path}: no split column {column!r} (data.split_column); found {list(table.columns)[:20]}")
+    raw = table[column]
+    values = raw.astype("string").str.strip().str.lower().fillna("<empty>").to_numpy(dtype=object)
+    bad = pd.Series(values[~np.isin(values, SPLIT_NAMES)]).value_counts()
+    if len(bad):
+        listed = ", ".join(f"{v!r} ({n} rows)" for v, n in bad.items())
+        first = int(np.flatnonzero(~np.isin(values, SPLIT_NAMES))[0])
+        raise UserError(f"{path}: column {column!r} must hold train, val or test; found {listed} (first at data "
+                        f"row {first + 1}); rename those values or drop the rows")
+    return values
+
+
+def _indices(value, name: str, where: str) -> list[int]:
+    if isinstance(value, str):  # chemprop's range strings: "0-2,4"
+        out = []
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            lo, _, hi = part.partition("-")
+            if not lo.isdigit() or (hi and not hi.isdigit()):
+                raise UserError(f"{where}: {name!r} has {part!r}; use row indices such as [0, 1, 2] or '0-2,4'")
+            out.extend(range(int(lo), int(hi or lo) + 1))
+        return out
+    if not isinstance(value, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in value):
+        raise UserError(f"{where}: {name!r} must be a list of row indices or a string like '0-2,4'")
+    return value
+
+
+def file_labels(path: Path, replicate: int, n_rows: int) -> np.ndarray:
+    """data.split: file: a chemprop-style JSON splits file, a list of {"train": [...], "val": [...],
+    "test": [...]} with 0-based data-row indices; data.replicate picks the entry. Rows in no part are left
+    out (label None)."""
+    try:
+        splits = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"data.splits_file {path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"data.splits_file {path}: not valid JSON ({exc}); expected a list of "
+                        '{"train": [...], "val": [...], "test": [...]}') from None
+    splits = [splits] if isinstance(splits, dict) else splits
+    if not isinstance(splits, list) or not all(isinstance(s, dict) for s in splits) or not splits:
+        raise UserError(f"data.splits_file {path}: expected a list of {{\"train\": [...], \"val\": [...], "
+                        "\"test\": [...]}} objects")
+    if replicate >= len(splits):
+        raise UserError(f"data.splits_file {path} has {len(splits)} split(s); data.replicate={replicate} "
+                        f"must be below {len(splits)}")
+    entry, where = splits[replicate], f"data.splits_file {path}, split {replicate}"
+    unknown = sorted(set(entry) - set(SPLIT_NAMES))
+    if unknown or "train" not in entry:
+        raise UserError(f"{where}: keys must be train, val, test (train required); got {sorted(entry)}")
+    labels = np.full(n_rows, None, dtype=object)
+    for name in SPLIT_NAMES:
+        idx = np.asarray(_indices(entry.get(name, []), name, where), dtype=np.int64)
+        outside = idx[(idx < 0) | (idx >= n_rows)]
+        if len(outside):
+            raise UserError(f"{where}: {name} index {int(outside[0])} is outside the {n_rows} data rows of "
+                            "data.path (indices are 0-based data rows, header excluded)")
+        taken = idx[labels[idx] != None]  # noqa: E711 (elementwise)
+        if len(taken):
+            raise UserError(f"{where}: row {int(taken[0])} is in both {labels[taken[0]]} and {name}")
+        labels[idx] = name
+    return labels
+
+
+def _user_labels(cfg: Config, table: pd.DataFrame, hashes: dict[str, str]) -> np.ndarray | None:
+    """Split labels per raw row for data.split: column | file (None otherwise)."""
+    if cfg["data.split"] == "column":
+        return column_labels(table, cfg["data.split_column"], Path(cfg["data.path"]))
+    if cfg["data.split"] == "file":
+        path = Path(cfg["data.splits_file"])
+        labels = file_labels(path, int(cfg["data.replicate"]), len(table))
+        hashes[path.name] = file_sha256(path)
+        return labels
+    return None
 
 
 def prepare(cfg: Config, out_dir: Path) -> dict[str, str]:
     table, test_table, hashes = load_raw(cfg)
     targets = targets_of(cfg)
+    row_labels = _user_labels(cfg, table, hashes)
     if test_table is not None and cfg["data.split"] != "predefined":
         # scaffold/random splits re-split the pooled molecules; duplicates across the two files merge
         table, test_table = pd.concat([table, test_table], ignore_index=True), None
-    clean, rejected = chem.clean_dataset(table, "smiles", targets)
+    clean, rejected = chem.clean_dataset(table, "smiles", targets, max_tokens(cfg))
     n_test = 0
     if test_table is not None:
-        test_clean, test_rejected = chem.clean_dataset(test_table, "smiles", targets)
+        test_clean, test_rejected = chem.clean_dataset(test_table, "smiles", targets, max_tokens(cfg))
         test_clean["source_row"] += len(table)
         test_rejected["source_row"] += len(table)
         # the published test set stays intact; training copies of test molecules are dropped (no leak)
@@ -97,20 +203,30 @@ def prepare(cfg: Config, out_dir: Path) -> dict[str, str]:
                                                       "reason": "in_test_set"}), test_rejected], ignore_index=True)
         clean = pd.concat([clean[~leak], test_clean], ignore_index=True)
         n_test = len(test_clean)
+    if row_labels is not None:  # a molecule takes the part of its first row; rows in no part are left out
+        clean["split"] = row_labels[clean.source_row.to_numpy()]
+        left_out = clean.split.isna()
+        rejected = pd.concat([rejected, pd.DataFrame({"source_row": clean.source_row[left_out],
+                                                      "smiles_input": clean.smiles[left_out],
+                                                      "reason": "not_in_splits_file"})], ignore_index=True)
+        clean = clean[~left_out].reset_index(drop=True)
     if cfg["data.max_molecules"]:  # the first N training-pool molecules (and up to N/4 predefined test ones)
         keep = int(cfg["data.max_molecules"])
         n_keep_test = min(n_test, max(keep // 4, 4))
         clean = pd.concat([clean.iloc[:len(clean) - n_test].iloc[:keep],
                            clean.iloc[len(clean) - n_test:].iloc[:n_keep_test]], ignore_index=True)
         n_test = n_keep_test
+    with atomic_path(out_dir / REJECTED) as tmp:  # first: the error below points to it
+        rejected.sort_values("source_row", kind="stable").to_csv(tmp, index=False)
     if len(clean) < 10:
         raise UserError(f"only {len(clean)} valid molecules after cleaning ({len(rejected)} rejected, see "
-                        f"{out_dir / REJECTED}); at least 10 are needed to train")
-    clean["split"] = split_indices(cfg, clean["smiles"].tolist(), n_test)
+                        f"{out_dir / REJECTED} for each row and why); at least 10 are needed to train")
+    if row_labels is None:
+        clean["split"] = split_indices(cfg, clean["smiles"].tolist(), n_test)
+    else:
+        clean["split"] = _checked_user_split(clean.split.to_numpy(dtype=object), cfg)
     with atomic_path(out_dir / PREPARED) as tmp:
         clean[["smiles", *targets, "split", "source_row"]].to_csv(tmp, index=False)
-    with atomic_path(out_dir / REJECTED) as tmp:
-        rejected.to_csv(tmp, index=False)
     corpus = chem.load_moses_smiles(int(cfg["pretrain.corpus_size"]), seed=int(cfg["seed"]))
     src = chem._package_file("moses", "molsets==0.3.1", "dataset/data/train.csv.gz")
     hashes[src.name] = file_sha256(src)
@@ -119,34 +235,20 @@ def prepare(cfg: Config, out_dir: Path) -> dict[str, str]:
     return hashes
 
 
+def _checked_user_split(labels: np.ndarray, cfg: Config) -> np.ndarray:
+    source = f"data.split={cfg['data.split']}"
+    counts = {name: int((labels == name).sum()) for name in SPLIT_NAMES}
+    if counts["train"] < 2:
+        raise UserError(f"{source}: only {counts['train']} valid training molecule(s) ({counts}); mark more rows "
+                        "as train")
+    if counts["val"] == 0:
+        labels = carve_validation(labels, cfg, source)
+    log.info("%s: %s", source, {name: int((labels == name).sum()) for name in SPLIT_NAMES})
+    return labels
+
+
 def load_prepared(prepared: Path) -> pd.DataFrame:
     path = Path(prepared) / PREPARED
     if not path.exists():
         raise UserError(f"{prepared}: no {PREPARED}; run `sciformer prepare -d molecules -o {prepared}` first")
     return pd.read_csv(path)
-
-
-class DescriptorScaler:
-    """Median imputation + standardization of RDKit descriptors, fit on training molecules only."""
-
-    def __init__(self, median, mean, std):
-        self.median, self.mean, self.std = (np.asarray(a, np.float32) for a in (median, mean, std))
-
-    @classmethod
-    def fit(cls, x: np.ndarray) -> "DescriptorScaler":
-        median = np.nan_to_num(np.nanmedian(x, axis=0))
-        filled = np.where(np.isnan(x), median, x)
-        std = filled.std(0)
-        return cls(median, filled.mean(0), np.where(std > 1e-8, std, 1.0))
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        filled = np.where(np.isnan(x), self.median, x)
-        # clip: a handful of descriptors have extreme outliers that would dominate the head's input
-        return np.clip((filled - self.mean) / self.std, -8, 8).astype(np.float32)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"median": self.median.tolist(), "mean": self.mean.tolist(), "std": self.std.tolist()}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DescriptorScaler":
-        return cls(d["median"], d["mean"], d["std"])

@@ -13,7 +13,6 @@ from torch import nn
 
 from core.encoder import EncoderConfig, RegressionHead, TokenEncoder, TokenHead
 from core.packing import pack_token_lists, segment_mean
-from core.runs import member_outputs
 
 # RDKit properties predicted during pretraining (cheap, and the domain-adaptation paper found such a
 # multi-task step helps downstream property prediction).
@@ -28,7 +27,8 @@ class GraphEncoder(nn.Module):
     def __init__(self, dim: int, layers: int = 3):
         super().__init__()
         from torch_geometric.nn import GINEConv
-        from domains.molecules.chem import ATOM_FEATURE_DIM, BOND_FEATURE_DIM
+
+        from domains.molecules.features import ATOM_FEATURE_DIM, BOND_FEATURE_DIM
         self.inp = nn.Linear(ATOM_FEATURE_DIM, dim)
         self.convs = nn.ModuleList(
             GINEConv(nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim)), edge_dim=BOND_FEATURE_DIM)
@@ -120,10 +120,42 @@ def pretrain_loss(property_weight: float):
     return loss
 
 
-def predict_members(members, examples: list[dict], batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation over ensemble members, in target units: [N, K] each."""
-    n_targets = len(members[0].metadata["task"]["y_mean"])
-    raw = member_outputs(members, examples, collate_regression, batch_size, empty_shape=(0, n_targets))
-    stacked = np.stack([out * np.asarray(m.metadata["task"]["y_std"]) + np.asarray(m.metadata["task"]["y_mean"])
-                        for out, m in zip(raw, members)])
-    return stacked.mean(0), stacked.std(0)
+
+def dense_linear_forward(model: MoleculeModel, ids: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
+    """Inference for a batch of molecules that all have the same token count: ids [B, L] -> [B, K].
+
+    The same computation as `forward` with a linear-attention backend (elu+1 features, rotary in the
+    numerator, unrotated normalizer), but on the dense [B, L, D] layout: with equal lengths the packed batch
+    is a plain reshape, so no unpack/scatter/segment-sum is needed and every step is a batched matmul or an
+    elementwise op (prediction groups molecules by length to use it). Eval mode only (no dropout)."""
+    from core.attention.linear import LINEAR_EPS, feature_map
+    from core.rotary import apply_rotary, rotary_cos_sin
+    tok = model.encoder
+    cfg = tok.cfg
+    batch, length = ids.shape
+    heads, dh = cfg.n_heads, cfg.d_model // cfg.n_heads
+    x = tok.embed(ids)
+    cos = sin = None
+    if cfg.rotary:
+        cos, sin = rotary_cos_sin(torch.arange(length, device=ids.device), dh, dtype=x.dtype)
+        cos, sin = cos.repeat(batch, 1), sin.repeat(batch, 1)   # [B*L, Dh], as apply_rotary takes them
+    for block in tok.encoder.blocks:
+        qkv = block.attn.qkv(block.norm1(x)).view(batch * length, 3, heads, dh)
+        q, k, v = qkv.unbind(dim=1)                             # [B*L, H, Dh]
+        fq, fk = feature_map(q), feature_map(k)
+        rq, rk = (apply_rotary(t, cos, sin) for t in (fq, fk)) if cos is not None else (fq, fk)
+        shape = (batch, length, heads, dh)
+        kv = torch.einsum("blhd,blhe->bhde", rk.view(shape), v.view(shape))
+        num = torch.einsum("blhd,bhde->blhe", rq.view(shape), kv)
+        denom = torch.einsum("blhd,bhd->blh", fq.view(shape), fk.view(shape).sum(1)).unsqueeze(-1) + LINEAR_EPS
+        x = x + block.attn.out((num / denom).reshape(batch, length, cfg.d_model))
+        x = x + block.ffn(block.norm2(x))
+    pooled = tok.encoder.norm(x).mean(dim=1)
+    return model.head(pooled, extra)
+
+
+def dense_path_applies(model: MoleculeModel) -> bool:
+    """The dense path covers linear-attention encoders without the graph view (the default model)."""
+    from core.attention import available_attention
+    backend = available_attention().get(model.encoder.cfg.attention)
+    return backend is not None and backend.kind == "linear" and model.graph is None and model.head is not None

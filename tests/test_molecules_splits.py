@@ -1,0 +1,106 @@
+"""Your own split: data.split=column (a train/val/test column) and data.split=file (chemprop-style JSON),
+validation carved from train when absent, clear errors; `prepare` with too few molecules."""
+import json
+
+import pandas as pd
+import pytest
+
+from domains.molecules import chem
+
+SMILES = chem.load_freesolv().smiles[:40].tolist()
+
+
+def _file(tmp_path, split_values):
+    frame = pd.DataFrame({"smiles": SMILES[:len(split_values)], "y": range(len(split_values)), "part": split_values})
+    path = tmp_path / "mine.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _prepare(run_cli, tmp_path, path, *sets):
+    args = ["-q", "prepare", "-d", "molecules", "-o", tmp_path / "prep", "--set", "data.dataset=csv",
+            "--set", f"data.path={path}", "--set", "data.targets=[y]", "--set", "pretrain.corpus_size=10"]
+    for s in sets:
+        args += ["--set", s]
+    return run_cli(*args)
+
+
+def test_split_column_is_used_as_given(tmp_path, run_cli):
+    values = ["train"] * 24 + [" Val"] * 6 + ["TEST"] * 10
+    code, _, err = _prepare(run_cli, tmp_path, _file(tmp_path, values), "data.split=column", "data.split_column=part")
+    assert code == 0, err
+    prep = pd.read_csv(tmp_path / "prep" / "molecules.csv")
+    expected = [v.strip().lower() for v in values]
+    assert [expected[r] for r in prep.source_row] == prep.split.tolist()
+    assert prep.split.value_counts().to_dict() == {"train": 24, "test": 10, "val": 6}
+
+
+def test_split_column_without_val_carves_it_from_train(tmp_path, run_cli, caplog):
+    values = ["train"] * 30 + ["test"] * 10
+    code, _, err = _prepare(run_cli, tmp_path, _file(tmp_path, values), "data.split=column", "data.split_column=part")
+    assert code == 0, err
+    prep = pd.read_csv(tmp_path / "prep" / "molecules.csv")
+    counts = prep.split.value_counts().to_dict()
+    assert counts == {"test": 10, "val": 4, "train": 26}  # val share 0.1/(0.8+0.1): train cut at int(0.889 * 30)
+    assert set(prep[prep.split == "test"].source_row) == set(range(30, 40))
+
+
+@pytest.mark.parametrize("values, fragments", [
+    (["train"] * 30 + ["valid"] * 4 + ["holdout"] * 6, ["'valid' (4 rows)", "'holdout' (6 rows)", "data row 31"]),
+    (["train"] * 39 + [None], ["'<empty>' (1 rows)"]),
+])
+def test_split_column_with_unknown_values_is_refused(tmp_path, run_cli, values, fragments):
+    code, _, err = _prepare(run_cli, tmp_path, _file(tmp_path, values), "data.split=column", "data.split_column=part")
+    assert code == 2 and "train, val or test" in err and "Traceback" not in err, err
+    assert all(f in err for f in fragments), err
+
+
+def test_missing_split_column_and_wrong_dataset(tmp_path, run_cli):
+    path = _file(tmp_path, ["train"] * 40)
+    code, _, err = _prepare(run_cli, tmp_path, path, "data.split=column", "data.split_column=fold")
+    assert code == 2 and "no split column 'fold'" in err
+    code, _, err = run_cli("-q", "prepare", "-d", "molecules", "-o", tmp_path / "p2", "--set", "data.split=column")
+    assert code == 2 and "data.dataset=csv" in err
+
+
+def test_splits_file_like_chemprop(tmp_path, run_cli):
+    path = _file(tmp_path, ["x"] * 40)
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps([{"train": "0-27", "val": [28, 29, 30], "test": "31-39"},
+                                  {"train": list(range(10, 40)), "test": list(range(10))}]))
+    code, _, err = _prepare(run_cli, tmp_path, path, "data.split=file", f"data.splits_file={splits}")
+    assert code == 0, err
+    prep = pd.read_csv(tmp_path / "prep" / "molecules.csv").set_index("source_row").split
+    assert prep.value_counts().to_dict() == {"train": 28, "test": 9, "val": 3}
+    assert prep[28] == "val" and prep[31] == "test" and prep[0] == "train"
+    code, _, err = _prepare(run_cli, tmp_path, path, "data.split=file", f"data.splits_file={splits}",
+                            "data.replicate=1")
+    assert code == 0, err
+    prep = pd.read_csv(tmp_path / "prep" / "molecules.csv").set_index("source_row").split
+    assert set(prep[prep == "test"].index) == set(range(10)) and (prep == "val").sum() == 4
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("not json", "not valid JSON"),
+    ('[{"train": [0, 1], "test": [1]}]', "row 1 is in both train and test"),
+    ('[{"train": [0, 99]}]', "index 99 is outside the 40 data rows"),
+    ('[{"training": [0]}]', "keys must be train, val, test"),
+    ('[{"train": "0-a"}]', "'0-a'"),
+])
+def test_bad_splits_files_are_refused(tmp_path, run_cli, content, fragment):
+    splits = tmp_path / "splits.json"
+    splits.write_text(content)
+    code, _, err = _prepare(run_cli, tmp_path, _file(tmp_path, ["x"] * 40), "data.split=file",
+                            f"data.splits_file={splits}")
+    assert code == 2 and fragment in err and "Traceback" not in err, err
+
+
+def test_too_few_molecules_writes_the_rejected_file_it_points_to(tmp_path, run_cli):
+    path = tmp_path / "few.csv"
+    pd.DataFrame({"smiles": ["CCO", "C1CC", "", "CCC", "*C"], "y": [1, 2, 3, 4, 5]}).to_csv(path, index=False)
+    code, _, err = _prepare(run_cli, tmp_path, path)
+    assert code == 2 and "only 2 valid molecules" in err
+    rejected = pd.read_csv(tmp_path / "prep" / "rejected.csv")
+    assert str(tmp_path / "prep" / "rejected.csv") in err
+    assert rejected.reason.tolist() == ["invalid_smiles", "empty", "dummy_atom"]
+    assert not (tmp_path / "prep" / "molecules.csv").exists()
