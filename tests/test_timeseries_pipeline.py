@@ -29,12 +29,13 @@ def trained(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("history", ["lookback", "lookback+horizon"])
 def test_predict_on_new_file_equals_evaluation_window(trained, run_cli, history):
-    members = load_members(get_domain("timeseries"), trained / "run", torch.device("cpu"))
+    members = load_members(get_domain("timeseries").task("forecast"), trained / "run", torch.device("cpu"))
     meta = members[0].metadata["task"]
     p = F.Prepared(trained / "prep", meta)
+    inputs = p.inputs(meta)
     lb, h = meta["lookback"], meta["horizon"]
     start = int(p.starts(2, lb, h)[-1])
-    expected = F.predict_windows(members, p.z, p.exo, np.array([start]))[0]
+    expected = F.predict_windows(members, inputs, np.array([start]))[0]
     extra = h if history == "lookback+horizon" else 0
     series = pd.read_parquet(trained / "prep" / "series.parquet").iloc[start - extra: start + lb + h].copy()
     truth = series[meta["targets"]].to_numpy()[-h:]
@@ -53,13 +54,11 @@ def test_predict_on_new_file_equals_evaluation_window(trained, run_cli, history)
         raw = expected[:, c] * p.scaler.std[c] + p.scaler.mean[c]
         np.testing.assert_allclose(part.y_pred.to_numpy(), raw, rtol=1e-5, atol=1e-4 * p.scaler.std[c])
         assert (part.p10 <= part.p50).all() and (part.p50 <= part.p90).all()
-    if history == "lookback+horizon":   # the band matches evaluation's lagged-error scale for this window
-        cal = F.calibration(members)
-        scale = F.score_scale(members, cal["scale"], p.z, p.exo, np.array([start]), fallback=cal["median_scale"])
-        q = F.quantile_forecasts(members, expected[None], scale)
+    if history == "lookback+horizon":   # the band matches evaluation's scale (whichever was chosen) for this window
+        q = F.quantile_forecasts(members, inputs, expected[None], np.array([start]))
         demand = got[got.unique_id == meta["targets"][0]]
         np.testing.assert_allclose(demand.p90.to_numpy(), q[0.9][0, :, 0] * p.scaler.std[0] + p.scaler.mean[0],
-                                   rtol=1e-5)
+                                   rtol=1e-5, atol=1e-4 * p.scaler.std[0])
     meta_out = json.loads((out.parent / (out.name + ".meta.json")).read_text())
     assert meta_out["rows_out"] == len(got) and np.isfinite(truth).all()
 
@@ -89,7 +88,7 @@ def test_classification_on_variable_lengths_beats_chance(tmp_path, run_cli):
 def test_own_csv_with_gaps_needs_allow_missing(tmp_path, run_cli, layout):
     """A user's file with missing values: a clear error by default; with data.allow_missing the model reads
     the observed-mask, trains, evaluates and forecasts."""
-    from domains.timeseries.data import load_vic_elec
+    from domains.timeseries.sources import load_vic_elec
     frame = load_vic_elec().iloc[:1500].reset_index(drop=True)
     frame.loc[[200, 201, 900], "Demand"] = np.nan
     if layout == "long":
@@ -111,3 +110,17 @@ def test_own_csv_with_gaps_needs_allow_missing(tmp_path, run_cli, layout):
     assert code == 0, err
     rows = json.loads((tmp_path / "m.json").read_text())["rows"]
     assert all(np.isfinite(r["value"]) for r in rows)
+
+
+def test_calibration_keeps_every_scale_and_chooses_on_validation(trained):
+    """forecast.conformal_scale=auto: offsets for all three scales, the chosen one the lowest pinball on the
+    later validation fold (never a test number)."""
+    from domains.timeseries import conformal
+    members = load_members(get_domain("timeseries").task("forecast"), trained / "run", torch.device("cpu"))
+    cal = members[0].metadata["calibration"]
+    assert set(cal["scales"]) == set(conformal.SCALES) and cal["requested"] == "auto"
+    scores = cal["selection"]
+    assert set(scores) == set(conformal.SCALES)
+    assert cal["scale"] == min(scores, key=lambda k: (scores[k]["pinball"], k))
+    assert 2 <= cal["fold"]["fit"] and cal["fold"]["fit"] + cal["fold"]["check"] <= cal["windows"]
+    assert F.calibration(members)["scale"] == cal["scale"]

@@ -1,8 +1,8 @@
 """Multivariate series classification with variable lengths (UEA/UCR sets shipped in aeon's wheel).
 
 Each time step is a token; sequences are packed with `cu_seqlens` (core.packing), so a batch of series of
-lengths 7..29 (JapaneseVowels) spends no compute on padding. Baseline on the same split: summary statistics
-per dimension + logistic regression.
+lengths 7..29 (JapaneseVowels) spends no compute on padding. Baselines on the same split: summary statistics
+per dimension + logistic regression, and MiniRocket (minirocket.py).
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from core.encoder import ClassificationHead, Encoder, EncoderConfig
 from core.errors import UserError
 from core.io import atomic_path, file_sha256
 from core.packing import segment_mean
+from core.runs import member_outputs
 from domains.timeseries.data import package_file
 
 UEA = {"basicmotions": "BasicMotions", "japanesevowels": "JapaneseVowels", "italypowerdemand": "ItalyPowerDemand"}
@@ -122,6 +123,14 @@ def collate(examples: list[dict]) -> dict[str, Any]:
     cu[1:] = torch.cumsum(lengths, 0)
     return {"x": torch.from_numpy(np.concatenate([e["x"] for e in examples])), "cu_seqlens": cu,
             "max_seqlen": int(lengths.max()), "y": torch.tensor([e["y"] for e in examples]), "size": len(examples)}
+
+
+def class_probabilities(members, series: list[np.ndarray], batch: int = 64) -> np.ndarray:
+    """The ensemble's mean class probabilities [N, classes] for raw series."""
+    meta = members[0].metadata["task"]
+    ex = make_examples(series, np.zeros(len(series), int), np.array(meta["mean"]), np.array(meta["std"]))
+    logits = member_outputs(members, ex, collate, batch, empty_shape=(0, len(meta["classes"])))
+    return sum(torch.softmax(torch.from_numpy(x), -1).numpy() for x in logits) / len(members)
 
 
 def classify_loss(out: Tensor, batch: Mapping[str, Tensor]) -> Tensor:

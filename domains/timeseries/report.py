@@ -25,7 +25,8 @@ def figures(predictions: pd.DataFrame, metrics: list[dict], out_dir: Path) -> li
 def forecast_figure(pred: pd.DataFrame, metrics: list[dict]):
     """One panel per (test window, series): the lookback, the truth, our forecast with its p10-p90 band,
     and ridge for comparison."""
-    ours = {r["metric"]: r["value"] for r in metrics if r["method"].startswith("sciformer")}
+    ours = {r["metric"]: r["value"] for r in metrics if r["method"].startswith("sciformer")
+            and not r["method"].endswith("-no-transformer") and r["split"].startswith("test")}
     keys = list(pred.groupby(["window", "series"], sort=False).groups)
     windows, series = sorted({w for w, _ in keys}), list(dict.fromkeys(s for _, s in keys))
     fig, axes = plt.subplots(len(series), len(windows), figsize=(4.5 * len(windows), 2.8 * len(series)),
