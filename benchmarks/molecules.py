@@ -89,6 +89,7 @@ def bioactivity_rows(dataset: str, work: Path, split: str) -> list[dict]:
     from sklearn.ensemble import RandomForestRegressor
     from sklearn.model_selection import GridSearchCV
     from sklearn.svm import SVR
+
     from domains.molecules.chem import canonicalize
     from domains.molecules.features import morgan_fingerprints
     frame = pd.read_csv(work / "prepared" / "molecules.csv")

@@ -111,7 +111,8 @@ def test_graph_view_trains_and_predicts(trained, tmp_path, run_cli):
     assert run_cli("-q", "train", "-d", "molecules", "-i", trained / "prep", "-o", tmp_path / "g", *sets)[0] == 0
     src = tmp_path / "in.csv"
     pd.DataFrame({"smiles": ["CCO", "bad(", "c1ccccc1O"]}).to_csv(src, index=False)
-    code, _, err = run_cli("-q", "predict", "-d", "molecules", "-i", src, "-o", tmp_path / "o.csv", "--model", tmp_path / "g")
+    out = tmp_path / "o.csv"
+    code, _, err = run_cli("-q", "predict", "-d", "molecules", "-i", src, "-o", out, "--model", tmp_path / "g")
     assert code == 0, err
     assert pd.read_csv(tmp_path / "o.csv").status.tolist() == ["ok", "invalid_smiles", "ok"]
 
@@ -162,9 +163,10 @@ def test_parquet_output_survives_chunks_of_different_types(trained, tmp_path, ru
 def test_header_only_and_pretrain_runs_are_refused(trained, tmp_path, run_cli):
     src = tmp_path / "in.csv"
     src.write_text("smiles\n")
-    code, _, err = run_cli("-q", "predict", "-d", "molecules", "-i", src, "-o", tmp_path / "o.csv", "--model", trained / "run")
+    out = tmp_path / "o.csv"
+    code, _, err = run_cli("-q", "predict", "-d", "molecules", "-i", src, "-o", out, "--model", trained / "run")
     assert code == 2 and "no data rows" in err and not (tmp_path / "o.csv").exists()
     src.write_text("smiles\nCCO\n")
     pretrained = Path(__file__).resolve().parents[1] / "data" / "molecules" / "pretrained"
-    code, _, err = run_cli("-q", "predict", "-d", "molecules", "-i", src, "-o", tmp_path / "o.csv", "--model", pretrained)
+    code, _, err = run_cli("-q", "predict", "-d", "molecules", "-i", src, "-o", out, "--model", pretrained)
     assert code == 2 and "'pretrain' run" in err

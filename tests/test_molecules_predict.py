@@ -106,6 +106,7 @@ def test_select_by_importance_keeps_informative_descriptors():
 
 def test_forest_arrays_predict_like_sklearn():
     from sklearn.ensemble import RandomForestRegressor
+
     from domains.molecules import stacking
     rng = np.random.default_rng(1)
     x = rng.normal(size=(120, 5)).astype(np.float32)
@@ -130,7 +131,9 @@ def test_trained_run_blends_as_recorded(tmp_path, run_cli):
     """With head.forest (the default) training stores the forest and the validation-chosen weights, and
     predictions are that blend."""
     import json
+
     from rdkit import Chem
+
     from core.runs import load_members
     from domains.molecules import stacking
     from domains.molecules.inference import predict_frame, predict_smiles, raw_descriptors
