@@ -6,7 +6,7 @@ export OMP_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
 CORES ?= 2
 
-.PHONY: help setup run test test-fast lint doctor pretrain bench-molecules bench-timeseries bench-spectra freeze clean
+.PHONY: help setup run test test-fast lint doctor pretrain bench-molecules bench-timeseries bench-spectra bench-audio freeze clean
 
 help:                        ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | awk -F'\t' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -19,7 +19,7 @@ run: setup                   ## every domain's default pipeline on embedded data
 	$(BIN)/snakemake all --report results/report.html
 
 test: setup                  ## the whole test suite (what CI runs, after `make lint`)
-	$(BIN)/python -m pytest -n $(CORES) --durations=15
+	$(BIN)/python -m pytest -n $(CORES) -rs --durations=15
 
 test-fast: setup             ## the suite without the end-to-end runs (marked slow)
 	$(BIN)/python -m pytest -n $(CORES) -m "not slow"
@@ -44,6 +44,9 @@ bench-timeseries: setup      ## ETTh1 (../shared/data) + vic_elec + more sets + 
 
 bench-spectra: setup         ## lifetime (simulated sets) vs the fitters; NIR vs PLS
 	$(BIN)/python -m benchmarks.spectra --commit
+
+bench-audio: setup           ## enhancement (8 and 16 kHz) vs Wiener, spectral subtraction, noisereduce; voice ID vs MFCC+LR, CNN
+	$(BIN)/python -m benchmarks.audio --sample-rates 8000 16000 --commit
 
 freeze:                      ## regenerate the pins after a deliberate upgrade
 	$(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu/torch==2.13.0/' > env/constraints.txt

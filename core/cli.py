@@ -1,4 +1,5 @@
-"""The `sciformer` command line. Every domain is reached through the registry (entry points)."""
+"""The `sciformer` command line: every domain (a domains/<name>/ folder, or a package in the `sciformer.domains`
+entry-point group) is reached through the same registry and the same commands."""
 from __future__ import annotations
 
 import argparse
