@@ -234,7 +234,7 @@ def cmd_predict(args) -> int:
                          on_invalid=args.on_invalid, device=args.device, threads=int(cfg["train.threads"]),
                          progress=not args.quiet, jobs=args.jobs)
     counts = ", ".join(f"{n} {k}" for k, n in sorted(stats["status"].items(), key=lambda kv: -kv[1]))
-    skipped = stats["rows_in"] - stats["rows_out"] if args.on_invalid == "skip" else 0
+    skipped = stats.get("skipped", 0)   # output rows dropped; an item (a forecast's series) may give many rows
     print(f"read {stats['rows_in']} input item(s), wrote {args.output}"
           + (f" ({stats['rows_out']} output rows" + (f"; {skipped} skipped as invalid" if skipped else "") + ")"
              if stats["rows_out"] else "")

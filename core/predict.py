@@ -104,6 +104,7 @@ def _collect(pred: Prediction, batch: Batch, out: OutputSet, on_invalid: str, in
         status = table["status"].iloc[i] if "status" in table else "not predicted"
         raise UserError(f"{input_path}: {where}: {status}; fix or remove it, or use --on-invalid mark|skip")
     if on_invalid == "skip":
+        stats["skipped"] = stats.get("skipped", 0) + int((~ok).sum())
         table = table[ok]
     stats["rows_out"] += len(table)
     if "status" in table:

@@ -163,6 +163,9 @@ def test_an_interrupted_prediction_leaves_nothing(domain, task, trained, tmp_pat
     good, _, _ = t.example_inputs(tmp_path)
     if good.suffix != ".csv":
         pytest.skip("the large-input variant is built for table inputs")
+    if getattr(t.reader(run_info_meta(run)), "whole", False):
+        pytest.skip("the task reads its input whole (a forecast starts after the last row): the example repeated "
+                    "is not a valid input (repeated timestamps)")
     frame = pd.read_csv(good, dtype=str, keep_default_na=False)
     big = tmp_path / "big.csv"
     pd.concat([frame] * (200_000 // max(len(frame), 1) + 1), ignore_index=True).to_csv(big, index=False)

@@ -115,6 +115,10 @@ def test_graph_view_trains_and_predicts(trained, tmp_path, run_cli):
     code, _, err = run_cli("-q", "predict", "-d", "molecules", "-i", src, "-o", out, "--model", tmp_path / "g")
     assert code == 0, err
     assert pd.read_csv(tmp_path / "o.csv").status.tolist() == ["ok", "invalid_smiles", "ok"]
+    code, printed, err = run_cli("predict", "-d", "molecules", "-i", src, "-o", tmp_path / "s.csv", "--model",
+                                 tmp_path / "g", "--on-invalid", "skip")
+    assert code == 0, err
+    assert len(pd.read_csv(tmp_path / "s.csv")) == 2 and "(2 output rows; 1 skipped as invalid)" in printed
 
 
 def test_changed_config_never_reuses_stale_members(trained, tmp_path, run_cli):

@@ -14,7 +14,7 @@ from domains.timeseries import baselines as B
 from domains.timeseries import closedform as CF
 from domains.timeseries import data as D
 from domains.timeseries import forecast as F
-from domains.timeseries.newdata import read_new_series
+from domains.timeseries.forecast_input import read_new_series
 from domains.timeseries.sources import load_source
 
 LB, H = 48, 24
@@ -42,7 +42,7 @@ def prepared(tmp_path, extra=()):
     dom = get_domain("timeseries")
     path = weekly_csv(tmp_path)
     cfg = dom.config(overrides=["data.dataset=csv", f"data.path={path}", "data.covariates=[holiday]", *SMALL, *extra])
-    dom.prepare(cfg, tmp_path / "prep")
+    dom.task_of(cfg).prepare(cfg, tmp_path / "prep")
     return dom, cfg, tmp_path / "prep"
 
 
@@ -111,7 +111,7 @@ def test_untrained_model_is_exactly_the_chosen_closed_form(tmp_path, pins):
     period, norm, exo = pins
     dom, cfg, prep = prepared(tmp_path, [f"forecast.period={period}", f"forecast.linear_norm={norm}",
                                          f"forecast.linear_exo={str(exo).lower()}"])
-    task = dom.build_task(cfg, prep, "train", None, 0)
+    task = dom.task_of(cfg).build_training(cfg, prep, "train", None, 0)
     meta = task.metadata
     assert (meta["cycle"]["name"], meta["linear_norm"], meta["linear_exo"]) == pins
     p = F.Prepared(prep, meta)
@@ -152,8 +152,8 @@ def test_rows_steps_need_the_future_timestamps(tmp_path):
                              "2024-03-05 07:05", "2024-03-05 07:10", "2024-03-05 07:15"])
     frame = pd.DataFrame({"date": time, "calls": [5.0, 6, 7, 8, 9, np.nan, np.nan]})
     frame.to_csv(tmp_path / "new.csv", index=False)
-    table, _, stamps = read_new_series(tmp_path / "new.csv", meta)
-    assert len(table.time) == 5 and list(stamps) == list(time[-2:])   # the night is skipped, as in training
+    new = read_new_series(tmp_path / "new.csv", meta)
+    assert len(new.history.time) == 5 and list(new.stamps) == list(time[-2:])   # the night is skipped, as in training
     frame.iloc[:-1].to_csv(tmp_path / "short.csv", index=False)
     with pytest.raises(UserError, match="add exactly 2 rows"):
         read_new_series(tmp_path / "short.csv", meta)
@@ -171,7 +171,7 @@ def test_ett_files_are_labelled_by_their_own_name(tmp_path, name, dataset, freq,
     frame.to_csv(tmp_path / name, index=False)
     dom = get_domain("timeseries")
     cfg = dom.config(overrides=[f"data.dataset={dataset}", f"data.path={tmp_path / name}"])
-    dom.prepare(cfg, tmp_path / "prep")
+    dom.task_of(cfg).prepare(cfg, tmp_path / "prep")
     info = pd.read_json(tmp_path / "prep" / "forecast.json", typ="series")
     assert info["dataset"] == name.removesuffix(".csv")   # not "ETTh1"
     assert [tuple(b) for b in info["borders"]] == list(borders)

@@ -6,6 +6,7 @@ per dimension + logistic regression, and MiniRocket (minirocket.py).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -14,28 +15,40 @@ import torch
 from torch import Tensor, nn
 
 from core.encoder import ClassificationHead, Encoder, EncoderConfig
+from core.ensemble import class_probabilities as mean_probabilities
 from core.errors import UserError
-from core.io import atomic_path, file_sha256
-from core.packing import segment_mean
+from core.io import atomic_path, file_sha256, package_file
+from core.packing import lengths_to_cu_seqlens, segment_mean
+from core.readers import decoding_errors
 from core.runs import member_outputs
-from domains.timeseries.data import package_file
 
 UEA = {"basicmotions": "BasicMotions", "japanesevowels": "JapaneseVowels", "italypowerdemand": "ItalyPowerDemand"}
 SEQUENCES = "sequences.npz"
 
 
-def read_ts(path: Path, labels_optional: bool = False) -> tuple[list[np.ndarray], list[str]]:
-    """A UEA/UCR `.ts` file -> ([length_i, dims] arrays, labels). Dimensions are ':'-separated, values ','.
-    A file whose header says `@classLabel false` has no label field (labels_optional: new data to classify)."""
-    series, labels, in_data, has_label = [], [], False, True
-    with open(path) as f:
+@dataclass
+class TsFile:
+    """A parsed `.ts` file: [length_i, dims] arrays ('?' = NaN), their labels ("" without labels) and lines."""
+
+    series: list[np.ndarray]
+    labels: list[str]
+    lines: list[int]
+    has_labels: bool
+
+
+def read_ts(path: Path, labels_optional: bool = False) -> TsFile:
+    """A UEA/UCR `.ts` file. Dimensions are ':'-separated, values ','. A file whose header says
+    `@classLabel false` has no label field (labels_optional: new data to classify). Values are parsed as
+    written (inf included): the caller decides what a non-finite value means."""
+    series, labels, lines, in_data, has_label = [], [], [], False, True
+    with decoding_errors(path, ".ts file"), open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
             if not in_data:
                 if line.lower().startswith("@classlabel"):
-                    has_label = line.split()[1].lower() == "true"
+                    has_label = line.split()[1].lower() == "true" if len(line.split()) > 1 else False
                 in_data = line.lower() == "@data"
                 continue
             if not has_label and not labels_optional:
@@ -45,13 +58,24 @@ def read_ts(path: Path, labels_optional: bool = False) -> tuple[list[np.ndarray]
                 arrays = [np.array([float(v) if v != "?" else np.nan for v in d.split(",")]) for d in dims]
             except ValueError as exc:
                 raise UserError(f"{path}: line {n}: {exc}; values must be numbers or '?'") from None
-            if len({len(a) for a in arrays}) != 1:
+            if not arrays or len({len(a) for a in arrays}) != 1:
                 raise UserError(f"{path}: line {n}: dimensions have different lengths {[len(a) for a in arrays]}")
             series.append(np.stack(arrays, 1))
             labels.append(label.strip())
+            lines.append(n)
     if not series:
-        raise UserError(f"{path}: no @data rows found; is it a UEA/UCR .ts file?")
-    return series, labels
+        raise UserError(f"{path}: no @data rows found; is it a UEA/UCR .ts file (a header, then @data and one "
+                        "series per line)?")
+    return TsFile(series, labels, lines, has_label)
+
+
+def _training_file(path: Path) -> TsFile:
+    """A training/test file: every value finite or '?' (missing)."""
+    ts = read_ts(path)
+    for s, n in zip(ts.series, ts.lines):
+        if np.isinf(s).any():
+            raise UserError(f"{path}: line {n}: a value is not finite (inf); training data must be numbers or '?'")
+    return ts
 
 
 def prepare(cfg, out_dir: Path) -> dict[str, str]:
@@ -62,13 +86,14 @@ def prepare(cfg, out_dir: Path) -> dict[str, str]:
             raise UserError("data.path: give the *_TRAIN.ts file; its *_TEST.ts must sit beside it")
         test_path = train_path.with_name(train_path.name.replace("_TRAIN.ts", "_TEST.ts"))
     else:
-        train_path = package_file("aeon", "datasets", "data", UEA[name], f"{UEA[name]}_TRAIN.ts")
+        train_path = package_file("aeon", "datasets", "data", UEA[name], f"{UEA[name]}_TRAIN.ts",
+                                  install="run `make setup` (aeon ships the UEA sets in its wheel)")
         test_path = train_path.with_name(f"{UEA[name]}_TEST.ts")
     for p in (train_path, test_path):
         if not p.exists():
             raise UserError(f"{p}: not found")
-    train, y_train = read_ts(train_path)
-    test, y_test = read_ts(test_path)
+    train_file, test_file = _training_file(train_path), _training_file(test_path)
+    train, y_train, test, y_test = train_file.series, train_file.labels, test_file.series, test_file.labels
     classes = sorted(set(y_train))
     unknown = sorted(set(y_test) - set(classes))
     if unknown:
@@ -119,18 +144,16 @@ def make_examples(series: list[np.ndarray], labels, mean: np.ndarray, std: np.nd
 
 def collate(examples: list[dict]) -> dict[str, Any]:
     lengths = torch.tensor([len(e["x"]) for e in examples])
-    cu = torch.zeros(len(examples) + 1, dtype=torch.int32)
-    cu[1:] = torch.cumsum(lengths, 0)
-    return {"x": torch.from_numpy(np.concatenate([e["x"] for e in examples])), "cu_seqlens": cu,
-            "max_seqlen": int(lengths.max()), "y": torch.tensor([e["y"] for e in examples]), "size": len(examples)}
+    return {"x": torch.from_numpy(np.concatenate([e["x"] for e in examples])),
+            "cu_seqlens": lengths_to_cu_seqlens(lengths), "max_seqlen": int(lengths.max()),
+            "y": torch.tensor([e["y"] for e in examples]), "size": len(examples)}
 
 
 def class_probabilities(members, series: list[np.ndarray], batch: int = 64) -> np.ndarray:
     """The ensemble's mean class probabilities [N, classes] for raw series."""
     meta = members[0].metadata["task"]
     ex = make_examples(series, np.zeros(len(series), int), np.array(meta["mean"]), np.array(meta["std"]))
-    logits = member_outputs(members, ex, collate, batch, empty_shape=(0, len(meta["classes"])))
-    return sum(torch.softmax(torch.from_numpy(x), -1).numpy() for x in logits) / len(members)
+    return mean_probabilities(member_outputs(members, ex, collate, batch, empty_shape=(0, len(meta["classes"]))))
 
 
 def classify_loss(out: Tensor, batch: Mapping[str, Tensor]) -> Tensor:

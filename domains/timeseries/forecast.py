@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from core.config import Config
+from core.ensemble import mean_and_spread
 from core.errors import UserError
 from core.io import atomic_path, read_json, write_json
 from core.runs import member_outputs
@@ -112,7 +113,7 @@ def predict_windows(members, inputs: Mapping[str, np.ndarray], starts: np.ndarra
     collate = collate_fn(inputs, meta["lookback"], meta["horizon"], meta["allow_missing"])
     outs = member_outputs(members, starts.tolist(), collate, batch,
                           empty_shape=(0, meta["horizon"], len(meta["targets"])))
-    return sum(outs) / len(members)
+    return mean_and_spread(outs)[0]
 
 
 def score_scale(members, how: str, inputs: Mapping[str, np.ndarray], starts: np.ndarray,

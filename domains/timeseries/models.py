@@ -24,10 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from core.encoder import Encoder, EncoderConfig
-
-
-def _uniform_cu_seqlens(batch: int, length: int, device) -> Tensor:
-    return torch.arange(batch + 1, device=device, dtype=torch.int32) * length
+from core.packing import uniform_cu_seqlens
 
 
 class TemporalGate(nn.Module):
@@ -48,7 +45,7 @@ class TemporalGate(nn.Module):
         n = x.shape[0]
         x = nn.functional.pad(x, (self.pad, 0), mode="replicate") if self.pad else x
         patches = self.embed(x.reshape(n * self.n_patches, self.patch))
-        h = self.encoder(patches, _uniform_cu_seqlens(n, self.n_patches, x.device), self.n_patches)
+        h = self.encoder(patches, uniform_cu_seqlens(n, self.n_patches, x.device), self.n_patches)
         h = h.reshape(n, self.n_patches, -1)
         pooled = (torch.softmax(self.score(h), dim=1) * h).sum(1)
         g = torch.sigmoid(self.gate(torch.cat([pooled, linear_token], -1)))
@@ -133,7 +130,7 @@ class Forecaster(nn.Module):
             tokens = torch.cat([tokens, self.exo_embed(batch["exo"].transpose(1, 2))], 1)
         tokens = self.drop(tokens + self.variate)
         n = tokens.shape[1]
-        h = self.encoder(tokens.reshape(b * n, -1), _uniform_cu_seqlens(b, n, xn.device), n).reshape(b, n, -1)
+        h = self.encoder(tokens.reshape(b * n, -1), uniform_cu_seqlens(b, n, xn.device), n).reshape(b, n, -1)
         h = h[:, :c]
         if self.out_gate is not None:
             g = torch.sigmoid(self.out_gate(torch.cat([h, tokens[:, :c]], -1)))

@@ -13,8 +13,7 @@ import pandas as pd  # noqa: E402
 from core.io import atomic_path  # noqa: E402
 
 
-def figures(predictions: pd.DataFrame, metrics: list[dict], out_dir: Path) -> list[Path]:
-    fig = forecast_figure(predictions, metrics) if "window" in predictions else length_figure(predictions)
+def save(fig, out_dir: Path) -> list[Path]:
     path = Path(out_dir) / "figures.png"   # one name whatever the task, so the workflow can declare it
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserError
-from core.io import file_sha256
-from domains.timeseries.data import long_to_wide, package_file, read_table
+from core.io import file_sha256, package_file
+from domains.timeseries.data import long_to_wide, read_table
 
 ETT_HINT = ("ETT files are not shipped with sciformer (CC BY-ND 4.0): download ETT-small/ETTh1.csv (or ETTh2, "
             "ETTm1, ETTm2) from https://github.com/zhouhaoyi/ETDataset and pass data.path=<file>")
