@@ -172,7 +172,7 @@ def cmd_train(args) -> int:
                 future.result()
     calibrated = None
     (args.output / CALIBRATION_FILE).unlink(missing_ok=True)
-    if final and getattr(task, "calibrates", type(task).calibrate is not Task.calibrate):  # skip loading if unused
+    if final and type(task).calibrate is not Task.calibrate:   # load the members only for a task that calibrates
         from core.runs import load_members_from
         from core.train import pick_device
         loaded = load_members_from(task, members, pick_device(cfg["train.device"]))

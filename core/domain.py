@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping
 
 from core.config import Config, resolve
 from core.errors import UserError
-from core.legacy import LegacyHooks, is_legacy, legacy_task_names
 
 if TYPE_CHECKING:
     from core.task import Task
@@ -33,7 +32,7 @@ ENTRY_POINT_GROUP = "sciformer.domains"
 PATH_VARIABLE = "SCIFORMER_DOMAIN_PATH"
 
 
-class Domain(LegacyHooks):
+class Domain:
     """Base class of every domain: `name`, `description`, `tasks` (the first is the default), `requirements`."""
 
     name: ClassVar[str]
@@ -44,18 +43,10 @@ class Domain(LegacyHooks):
 
     # -- tasks ---------------------------------------------------------------------------------------------
     def task_names(self) -> list[str]:
-        if is_legacy(self):
-            return legacy_task_names(self)
         return [t.name for t in self.tasks]
 
     def task(self, name: str | None = None) -> Task:
         """The task called `name` (default: the domain's first task)."""
-        if is_legacy(self):
-            names = legacy_task_names(self)
-            if name is not None and name not in names:
-                raise UserError(f"domain {self.name!r} has no task {name!r}; choose one of {', '.join(names)}")
-            from core.legacy_task import LegacyTask
-            return LegacyTask(self, name or names[0])
         if not self.tasks:
             raise UserError(f"domain {self.name!r} declares no tasks")
         if name is None:

@@ -26,11 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _cases():
     out = []
     for d in domain_names():
-        dom = get_domain(d)
-        for t in dom.task_names():
-            marks = [pytest.mark.skip(reason="first-contract domain: gets the suite when it declares its tasks")] \
-                if not dom.tasks else []   # TEMPORARY: see core/legacy.py
-            out.append(pytest.param(d, t, marks=marks, id=f"{d}-{t}"))
+        for t in get_domain(d).task_names():
+            out.append(pytest.param(d, t, id=f"{d}-{t}"))
     return out
 
 

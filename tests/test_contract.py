@@ -18,11 +18,7 @@ from core.train import to_device
 
 ROOT = Path(__file__).resolve().parents[1]
 def _case(domain: str, task: str):
-    dom = get_domain(domain)
-    legacy = not dom.tasks and task != dom.task_names()[0]   # TEMPORARY: see core/legacy.py
-    marks = [pytest.mark.skip(reason="first-contract domain: its non-default task gets smoke settings when the "
-                                     "domain declares its tasks")] if legacy else []
-    return pytest.param(domain, task, marks=marks, id=f"{domain}-{task}")
+    return pytest.param(domain, task, id=f"{domain}-{task}")
 
 
 CASES = [_case(d, t) for d in domain_names() for t in get_domain(d).task_names()]
@@ -103,7 +99,7 @@ def test_domain_end_to_end(domain, task, tmp_path, run_cli):
     assert out_path.exists() and meta.exists()
     if out_path.suffix == ".csv" or out_path.is_dir():
         frame = pd.read_csv(out_path if out_path.suffix == ".csv" else out_path / "predictions.csv")
-        assert len(frame) > 0 and ("status" in frame or not dom.tasks)   # TEMPORARY: first-contract domains
+        assert len(frame) > 0 and "status" in frame
     assert not [p for p in (tmp_path / "pred").iterdir() if ".partial-" in p.name], "staging left behind"
     # bad input: clear error, no traceback, nothing written
     bad_out = tmp_path / "bad" / out_name

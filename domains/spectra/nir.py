@@ -29,6 +29,7 @@ from core.config import Config
 from core.errors import UserError
 from core.io import atomic_path, file_sha256
 from core.metrics import machine_label, r2, rmse
+from domains.spectra import nir_range
 from domains.spectra.model import NirCollate, mse_loss, nir_model, run_members
 
 MAT_FILES = {"corn": "demo_data/mat_corn/Data_Corn.mat", "tablet": "demo_data/mat_tablet/Data_Tablet.mat"}
@@ -196,6 +197,7 @@ def fit_base(x_raw: np.ndarray, y: np.ndarray, cfg: Config) -> tuple[dict[str, A
     t = (x - pls._x_mean) @ pls.x_rotations_
     base = {"preprocess": steps, "sg_window": window, "sg_poly": poly, "components": int(pls.n_components),
             "w": w.tolist(), "b": b, "x_mean": pls._x_mean.tolist(), "rotations": pls.x_rotations_.tolist(),
+            "x_loadings": pls.x_loadings_.tolist(),
             "score_mean": t.mean(0).tolist(), "score_std": (t.std(0) + 1e-8).tolist()}
     folds = KFold(min(10, len(y)), shuffle=True, random_state=seed)
     oof = cross_val_predict(PLSRegression(pls.n_components, scale=False), x, y, cv=folds).ravel()
@@ -264,8 +266,13 @@ def calibrate_nir(cfg: Config, prepared: Path, members) -> dict[str, Any]:
     y = data["y_cal"][val]
     errors = [rmse(y, oof[val] + a * corr[:, 0] * meta["y_std"]) for a in CORRECTION_SCALES]
     best = int(np.argmin(errors))
+    base = meta["base"]
+    x_pre = preprocess(data["x_cal"], base["preprocess"], base["sg_window"], base["sg_poly"])
+    # the out-of-range limits (nir_range): from the calibration spectra only, as the stored PLS was fit
+    limits = nir_range.limits(x_pre, data["y_cal"], base["components"], float(cfg["nir.out_of_range_rate"]),
+                              int(cfg["seed"]))
     return {"correction_scale": float(CORRECTION_SCALES[best]), "val_rmse": float(errors[best]),
-            "val_rmse_pls": float(errors[0]), "val_spectra": int(val.sum())}
+            "val_rmse_pls": float(errors[0]), "val_spectra": int(val.sum()), "range": limits}
 
 
 def evaluate(cfg: Config, prepared: Path, members) -> tuple[list[dict], pd.DataFrame]:
@@ -290,7 +297,8 @@ def evaluate(cfg: Config, prepared: Path, members) -> tuple[list[dict], pd.DataF
     # how much of the learned correction validation kept (0: the model is PLS on this set)
     rows.append({**rows[-1], "method": next(iter(preds)), "metric": "correction_scale",
                  "value": correction_scale(members)})
-    frame = pd.DataFrame({"dataset": dataset, meta["target"]: y, **{f"{meta['target']}_pred_{m}": p for m, p in preds.items()},
+    columns = {f"{meta['target']}_pred_{m}": p for m, p in preds.items()}
+    frame = pd.DataFrame({"dataset": dataset, meta["target"]: y, **columns,
                           f"{meta['target']}_unc_sciformer": unc})
     return rows, frame
 

@@ -1,13 +1,17 @@
 """Reading prediction inputs of the lifetime task and checking them against the model.
 
 Images: `.sdt` (Becker & Hickl, via sdtfile), `.ptu` (PicoQuant, via ptufile: photon records histogrammed
-into H x W x bins, summed over frames and channels), `.npy` and `.tif`/`.tiff` stacks (H x W x T counts).
-Tables: `.csv` with one row per pixel, count columns `t0..t<G-1>` and optionally the pixel's IRF as
-`irf0..irf<G-1>`.
+into H x W x bins, summed over frames and channels; the laser period from the sync rate), `.npy` and
+`.tif`/`.tiff` stacks (H x W x T counts). Tables: `.csv` with one row per pixel, count columns `t0..t<G-1>`
+and optionally the pixel's IRF as `irf0..irf<G-1>`.
 
-The time axis must match the model: same number of gates, and (when the file records it) the same gate
-width within 1 %. There is no resampling; train a model for your instrument instead
-(`--set lifetime.gates=... --set lifetime.gate_ps=...`).
+Timing: the gate width (and the laser period) come from the file when it records them (.sdt, .ptu). A stack
+or table without timing metadata needs them from `--set lifetime.stack_gate_ps=...` (and
+`lifetime.stack_period_ns=...`) or a sidecar JSON next to the file (`<file>.json`: {"gate_ps": 97.7,
+"period_ns": 25.0}); otherwise it is refused -- a guessed gate width silently scales every lifetime. The
+laser period defaults to the window (gates x width) when nothing records it. A fixed-setting model (fli-net,
+mfli-net presets) takes only its own number of gates and gate width (within 1 %); the family model takes any
+setting inside the family it was trained on.
 
 IRF: real files carry no per-pixel IRF. It is estimated from the data (documented approximation): the
 positive part of the gate-to-gate increase of the image-summed decay over its rising edge (a decay
@@ -16,6 +20,7 @@ IRF is assumed), background before the rise subtracted. Every pixel gets that on
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,13 +28,16 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserError
+from core.readers import decoding_errors
 
 IMAGE_FORMATS = (".sdt", ".ptu", ".npy", ".tif", ".tiff")
 
 
-def read_stack(path: Path) -> tuple[np.ndarray, float | None]:
-    """(counts H x W x T as float64, gate width in ps or None when the format does not record it)."""
+def read_stack(path: Path) -> tuple[np.ndarray, dict]:
+    """(counts H x W x T in the file's own dtype -- a read-only memory map for `.npy`, so an image is read
+    tile by tile and never whole --, {"gate_ps", "period_ns"} as the file records them, else None)."""
     suffix = path.suffix.lower()
+    timing = {"gate_ps": None, "period_ns": None}
     try:
         if path.stat().st_size == 0:
             raise UserError(f"{path}: the file is empty")
@@ -39,72 +47,152 @@ def read_stack(path: Path) -> tuple[np.ndarray, float | None]:
             if not sdt.data:
                 raise UserError(f"{path}: no data blocks in this .sdt file")
             data, times = np.asarray(sdt.data[0]), np.asarray(sdt.times[0])
-            gate_ps = float(times[1] - times[0]) * 1e12 if len(times) > 1 else None
+            timing["gate_ps"] = float(times[1] - times[0]) * 1e12 if len(times) > 1 else None
         elif suffix == ".ptu":
             import ptufile
             with ptufile.PtuFile(path) as ptu:
                 data = np.asarray(ptu.decode_image(dtype=np.uint32))
-                dims, gate_ps = ptu.dims, float(ptu.tcspc_resolution) * 1e12
+                dims, timing["gate_ps"] = ptu.dims, float(ptu.tcspc_resolution) * 1e12
+                rate = ptu.tags.get("TTResult_SyncRate")
+                timing["period_ns"] = 1e9 / float(rate) if rate else None
             # sum frames and channels: T Y X C H -> Y X H
             keep = [i for i, d in enumerate(dims) if d in ("Y", "X", "H")]
             data = data.sum(axis=tuple(i for i in range(data.ndim) if i not in keep))
         elif suffix == ".npy":
-            data, gate_ps = np.load(path, allow_pickle=False), None
+            data = np.load(path, mmap_mode="r", allow_pickle=False)
         else:
             import tifffile
-            data, gate_ps = tifffile.imread(path), None
+            data = tifffile.imread(path)
     except UserError:
         raise
     except Exception as exc:  # a corrupt file: name it, never a traceback
         raise UserError(f"{path}: cannot be read as a {suffix} lifetime stack ({type(exc).__name__}: {exc})") from None
-    data = np.asarray(data)
     if data.ndim == 2:  # a single row of pixels
         data = data[None]
-    if data.ndim != 3:
+    if data.ndim != 3 or 0 in data.shape:
         raise UserError(f"{path}: expected an H x W x T stack of photon counts, got shape {data.shape}")
-    return data.astype(np.float64), gate_ps
+    if data.dtype.kind not in "iuf":
+        raise UserError(f"{path}: photon counts must be integers (got {data.dtype} values); save the stack as "
+                        "unsigned integers, e.g. numpy's uint16")
+    return data, timing
 
 
-def read_table(path: Path, gates: int) -> tuple[np.ndarray, np.ndarray | None, pd.DataFrame]:
+CHECK_PIXELS = 16_384   # pixels per tile when checking or summing a stack (bounded memory, any image size)
+
+
+def row_tiles(h: int, w: int, pixels: int):
+    """(first row, end row) of tiles of whole rows with about `pixels` pixels each (at least one row)."""
+    rows = max(1, pixels // max(w, 1))
+    for r0 in range(0, h, rows):
+        yield r0, min(h, r0 + rows)
+
+
+def check_stack(path: Path, data: np.ndarray) -> np.ndarray:
+    """Values checked tile by tile (see `check_values`); returns the decay summed over all pixels [T]."""
+    h, w, g = data.shape
+    decay = np.zeros(g)
+    for r0, r1 in row_tiles(h, w, CHECK_PIXELS):
+        tile = np.asarray(data[r0:r1])
+        check_values(path, tile, first_row=r0)
+        decay += tile.reshape(-1, g).sum(0, dtype=np.float64)
+    return decay
+
+
+def resolve_timing(path: Path, gates: int, recorded: dict, gate_ps: float | None, period_ns: float | None) -> dict:
+    """Gate width and laser period: the file's, else the config's (stack_gate_ps / stack_period_ns), else a
+    sidecar <file>.json; a missing gate width is an error (never guessed)."""
+    sidecar = Path(f"{path}.json")
+    side = {}
+    if sidecar.exists():
+        try:
+            side = json.loads(sidecar.read_text())
+            assert isinstance(side, dict)
+        except Exception:
+            raise UserError(f"{sidecar}: not a JSON object like {{\"gate_ps\": 97.7, \"period_ns\": 25.0}}") from None
+    gate = recorded.get("gate_ps") or gate_ps or side.get("gate_ps")
+    if not gate:
+        raise UserError(f"{path}: this file records no gate width; give it with --set lifetime.stack_gate_ps=<ps> "
+                        f"(and --set lifetime.stack_period_ns=<laser period, ns>) or in a sidecar {sidecar.name} "
+                        "containing {\"gate_ps\": 97.7, \"period_ns\": 25.0}")
+    period = recorded.get("period_ns") or period_ns or side.get("period_ns") or gates * float(gate) / 1000
     try:
-        table = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise UserError(f"{path}: the file is empty; it needs a header (t0..t{gates - 1}) and one row per pixel") from None
+        gate, period = float(gate), float(period)
+        assert gate > 0 and period > 0
+    except Exception:
+        raise UserError(f"{path}: gate width {gate!r} ps / laser period {period!r} ns must be positive numbers"
+                        ) from None
+    return {"gate_ps": gate, "period_ns": period}
+
+
+def read_table(path: Path) -> tuple[np.ndarray, np.ndarray | None, pd.DataFrame]:
+    """(counts [n, G], IRF [n, G] or None, the table with every column as text: written back unchanged)."""
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: the file is empty; it needs a header (t0..t<G-1>) and one row per pixel")
+    with decoding_errors(path, "table"):
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False, encoding="utf-8")
     counts_cols = [c for c in table.columns if str(c).startswith("t") and str(c)[1:].isdigit()]
     irf_cols = [c for c in table.columns if str(c).startswith("irf") and str(c)[3:].isdigit()]
-    check_gates(path, len(counts_cols), None, gates, None)
-    if irf_cols and len(irf_cols) != gates:
-        raise UserError(f"{path}: {len(irf_cols)} IRF columns but the model has {gates} gates; give irf0..irf{gates - 1}"
-                        " or none (the IRF is then estimated from the data)")
+    gates = len(counts_cols)
     want = [f"t{i}" for i in range(gates)]
-    if counts_cols != want:
-        raise UserError(f"{path}: count columns must be t0..t{gates - 1} in order")
+    if not gates or counts_cols != want:
+        raise UserError(f"{path}: count columns must be t0..t<G-1> in order (found {len(counts_cols)} t-columns)")
+    if irf_cols and irf_cols != [f"irf{i}" for i in range(gates)]:
+        raise UserError(f"{path}: {len(irf_cols)} IRF columns but {gates} count columns; give irf0..irf{gates - 1}"
+                        " or none (the IRF is then estimated from the data)")
     counts = table[want].apply(pd.to_numeric, errors="coerce").to_numpy(float)
-    irf = table[[f"irf{i}" for i in range(gates)]].apply(pd.to_numeric, errors="coerce").to_numpy(float) if irf_cols else None
+    irf = None
+    if irf_cols:
+        irf = table[[f"irf{i}" for i in range(gates)]].apply(pd.to_numeric, errors="coerce").to_numpy(float)
     return counts, irf, table
 
 
-def check_gates(path: Path, n: int, gate_ps: float | None, gates: int, model_gate_ps: float | None) -> None:
-    if n != gates:
-        raise UserError(f"{path}: histograms have {n} time gates but the model was trained on {gates} gates; "
-                        f"use a model trained for this instrument (e.g. --set lifetime.gates={n}"
-                        + (f" --set lifetime.gate_ps={gate_ps:.4g}" if gate_ps else "") + ")")
-    if gate_ps and model_gate_ps and abs(gate_ps - model_gate_ps) > 0.01 * model_gate_ps:
-        raise UserError(f"{path}: gate width {gate_ps:.4g} ps but the model was trained on {model_gate_ps:.4g} ps; "
-                        f"train a model for this instrument (--set lifetime.gate_ps={gate_ps:.4g})")
+def check_gates(path: Path, n: int, gate_ps: float | None, meta: Mapping[str, Any]) -> None:
+    """A fixed-setting model needs its own gates and gate width; the family model any setting in its family."""
+    if meta.get("gates") is not None:
+        if n != meta["gates"]:
+            raise UserError(f"{path}: histograms have {n} time gates but the model was trained on {meta['gates']} "
+                            "gates; "
+                            f"use the family model (lifetime.preset=family) or train one for this instrument "
+                            f"(--set lifetime.gates={n}"
+                            + (f" --set lifetime.gate_ps={gate_ps:.4g}" if gate_ps else "") + ")")
+        if gate_ps and abs(gate_ps - meta["gate_ps"]) > 0.01 * meta["gate_ps"]:
+            raise UserError(f"{path}: gate width {gate_ps:.4g} ps but the model was trained on "
+                            f"{meta['gate_ps']:.4g} ps; use the family model or train one for this instrument "
+                            f"(--set lifetime.gate_ps={gate_ps:.4g})")
+        return
+    fam = meta["family"]
+    lo, hi = fam["gate_ps"]
+    if gate_ps and not (0.9 * lo <= gate_ps <= 1.1 * hi):
+        raise UserError(f"{path}: gate width {gate_ps:.4g} ps is outside the {lo:g}-{hi:g} ps the model was trained "
+                        f"over; train one whose lifetime.instruments.gate_ps covers it")
+    if not (fam["gates"][0] // 2 <= n <= 2 * fam["gates"][1]):
+        raise UserError(f"{path}: {n} time gates is far outside the {fam['gates'][0]}-{fam['gates'][1]} the model was "
+                        "trained over; rebin the histograms or train a model whose lifetime.instruments.gates "
+                        "covers it")
 
 
-def check_values(path: Path, counts: np.ndarray) -> None:
-    """NaN or negative counts are refused with the first offending pixel named (they are not counts)."""
-    bad = ~np.isfinite(counts)
-    if bad.any():
-        where = np.unravel_index(int(np.argmax(bad)), counts.shape)
-        raise UserError(f"{path}: NaN or infinite count at {_where(where, counts.ndim)}; photon counts must be finite")
+def check_values(path: Path, counts: np.ndarray, first_row: int = 0) -> None:
+    """NaN, negative and fractional counts are refused with the first offending pixel (or row) named: they
+    are not photon counts. `first_row`: where `counts` starts in the image (a tile) or the table."""
+    if counts.dtype.kind not in "iuf":
+        raise UserError(f"{path}: photon counts must be integers (got {counts.dtype} values)")
+    if counts.dtype.kind == "f":
+        bad = ~np.isfinite(counts)
+        if bad.any():
+            where = _index(bad, first_row)
+            raise UserError(f"{path}: NaN or infinite count at {_where(where, counts.ndim)}; photon counts must be "
+                            "finite")
     neg = counts < 0
     if neg.any():
-        where = np.unravel_index(int(np.argmax(neg)), counts.shape)
-        raise UserError(f"{path}: negative count {counts[where]:g} at {_where(where, counts.ndim)}; photon counts "
-                        "must be >= 0 (was a background subtracted? give raw counts)")
+        where = _index(neg, first_row)
+        raise UserError(f"{path}: negative count {counts[_index(neg, 0)]:g} at {_where(where, counts.ndim)}; photon "
+                        "counts must be >= 0 (was a background subtracted? give raw counts)")
+    if counts.dtype.kind == "f":
+        frac = counts != np.round(counts)
+        if frac.any():
+            where = _index(frac, first_row)
+            raise UserError(f"{path}: fractional count {counts[_index(frac, 0)]:g} at {_where(where, counts.ndim)}; "
+                            "photon counts are whole numbers (give raw counts, not normalized or corrected ones)")
 
 
 def _where(index: tuple, ndim: int) -> str:
@@ -113,13 +201,22 @@ def _where(index: tuple, ndim: int) -> str:
     return f"data row {index[0] + 1}, gate {index[1]}"
 
 
-def estimate_irf(counts: np.ndarray) -> np.ndarray:
+def _index(mask: np.ndarray, first_row: int) -> tuple:
+    where = np.unravel_index(int(np.argmax(mask)), mask.shape)
+    return (int(where[0]) + first_row, *map(int, where[1:]))
+
+
+def estimate_irf(counts: np.ndarray, path: Path | None = None) -> np.ndarray:
     """One IRF [G] from the summed decay of all pixels (see the module docstring)."""
-    decay = counts.reshape(-1, counts.shape[-1]).sum(0)
+    return irf_from_decay(np.asarray(counts, float).reshape(-1, counts.shape[-1]).sum(0), path)
+
+
+def irf_from_decay(decay: np.ndarray, path: Path | None = None) -> np.ndarray:
     peak = int(np.argmax(decay))
     if peak < 2 or decay[peak] <= 0:
-        raise UserError("cannot estimate the IRF: the summed decay peaks in the first gates (or is empty); "
-                        "give the IRF explicitly (CSV columns irf0..)")
+        what = "every count is zero" if decay[peak] <= 0 else "the summed decay peaks in the first two gates"
+        raise UserError(f"{path or 'input'}: cannot estimate the IRF: {what}; give photon counts of a measured "
+                        "decay (for a table, the IRF can also be given as columns irf0..)")
     pre = decay[: max(1, peak - 8)]
     base = float(np.median(pre))
     rise = np.clip(np.diff(np.clip(decay[: peak + 1] - base, 0, None), prepend=0.0), 0, None)
@@ -132,23 +229,26 @@ def estimate_irf(counts: np.ndarray) -> np.ndarray:
     return irf / irf.sum()
 
 
-def align(counts: np.ndarray, irf: np.ndarray, target_peak: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Shift histograms and IRFs (same shift for all) so the IRF peaks at `target_peak`, where the training
+def irf_peak(irf: np.ndarray) -> int:
+    return int(np.round(np.median(np.argmax(irf.reshape(-1, irf.shape[-1]), axis=-1))))
+
+
+def align(counts: np.ndarray, irf: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Shift histograms and IRFs (same shift for all) so the IRF peaks at gate `target`, where the training
     IRFs peak; gates shifted out are dropped, gates shifted in are zero. Returns the shift applied."""
-    peak = int(np.round(np.median(np.argmax(irf.reshape(-1, irf.shape[-1]), axis=-1))))
-    shift = target_peak - peak
+    shift = target - irf_peak(irf)
+    return shift_gates(counts, shift), shift_gates(irf, shift), shift
+
+
+def shift_gates(x: np.ndarray, shift: int) -> np.ndarray:
     if shift == 0:
-        return counts, irf, 0
-
-    def move(x):
-        out = np.zeros_like(x)
-        if shift > 0:
-            out[..., shift:] = x[..., :-shift]
-        else:
-            out[..., :shift] = x[..., -shift:]
-        return out
-
-    return move(counts), move(irf), shift
+        return x
+    out = np.zeros_like(x)
+    if shift > 0:
+        out[..., shift:] = x[..., :-shift]
+    else:
+        out[..., :shift] = x[..., -shift:]
+    return out
 
 
 def bin_image(counts: np.ndarray, radius: int) -> np.ndarray:
@@ -162,6 +262,11 @@ def bin_image(counts: np.ndarray, radius: int) -> np.ndarray:
     return (csum[r1][:, c1] - csum[r0][:, c1] - csum[r1][:, c0] + csum[r0][:, c0])
 
 
-def target_peak(meta: Mapping[str, Any]) -> int:
-    s = meta["setting"]
-    return int(round(s["irf_center_gates"] + s["irf_jitter_gates"] / 2))
+def target_peak(meta: Mapping[str, Any], peak: int, gate_ns: float) -> int:
+    """The gate the IRF should peak at: a fixed-setting model's training position; for the family model the
+    current one when it lies inside the trained range of IRF positions, else the nearest end of that range."""
+    prior = meta["prior"]
+    if meta.get("family") is None:
+        return int((prior["irf_center_ns"] + prior["irf_jitter_ns"] / 2) / gate_ns)
+    lo, hi = meta["family"]["irf_center_ns"]
+    return int(np.clip((peak + 0.5) * gate_ns, lo, hi) / gate_ns)

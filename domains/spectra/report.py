@@ -14,6 +14,7 @@ from core.io import atomic_path  # noqa: E402
 from domains.spectra.model import LIFETIME_TARGETS  # noqa: E402
 
 LABELS = {"tau1": "tau1 (ns)", "tau2": "tau2 (ns)", "a": "A", "tau_m": "tau_m (ns)"}
+PHOTON_SETS = ("sim-100-1000", "sim-1k-10k", "sim-10k-100k")
 
 
 def _save(fig, path: Path) -> Path:
@@ -30,10 +31,12 @@ def _methods(predictions: pd.DataFrame) -> list[str]:
 
 
 def lifetime_figures(predictions: pd.DataFrame, metrics: list[dict], out_dir: Path) -> list[Path]:
-    """error_vs_photons.png (MAE per photon-count bin, both photon regimes pooled, in-distribution IRFs) and
-    scatter.png (predicted vs true on the main test set, model and Poisson MLE)."""
+    """error_vs_photons.png (MAE per photon-count bin over the three photon regimes of the FLI-Net setting,
+    training prior) and scatter.png (predicted vs true on the main test set, model and Poisson MLE)."""
     methods = _methods(predictions)
-    ind = predictions[predictions.dataset != "sim-ood-irf"]
+    ind = predictions[predictions.dataset.isin(PHOTON_SETS)]
+    if ind.empty:
+        ind = predictions
     edges = np.geomspace(max(ind.photons.min(), 1), ind.photons.max() * 1.0001, 9)
     mid = np.sqrt(edges[:-1] * edges[1:])
     fig, axes = plt.subplots(1, 4, figsize=(18, 4))
