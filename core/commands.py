@@ -58,7 +58,7 @@ def cmd_validate(args) -> int:
         from core.predict import prepare_prediction
         if not args.model:
             raise UserError("validate -i needs --model: an input is checked against what a model expects")
-        task, _, _ = prepare_prediction(dom, args.model, args.input)  # exactly what predict checks first
+        task, _, _ = prepare_prediction(dom, args.model, args.input, config=cfg)  # what predict checks first
         print(f"input OK: {args.input} passes every check `predict` makes with model {args.model} "
               f"({dom.name}/{task.name})")
     return 0
@@ -232,7 +232,7 @@ def cmd_predict(args) -> int:
     dom, cfg = _domain_and_config(args)
     stats = predict_file(dom, args.model, args.input, args.output, chunk_size=args.chunk_size,
                          on_invalid=args.on_invalid, device=args.device, threads=int(cfg["train.threads"]),
-                         progress=not args.quiet, jobs=args.jobs)
+                         progress=not args.quiet, jobs=args.jobs, config=cfg)
     counts = ", ".join(f"{n} {k}" for k, n in sorted(stats["status"].items(), key=lambda kv: -kv[1]))
     skipped = stats.get("skipped", 0)   # output rows dropped; an item (a forecast's series) may give many rows
     print(f"read {stats['rows_in']} input item(s), wrote {args.output}"

