@@ -6,7 +6,7 @@ export OMP_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
 CORES ?= 2
 
-.PHONY: help setup run test test-fast lint doctor pretrain bench-molecules bench-timeseries bench-spectra bench-audio freeze clean
+.PHONY: help setup run test test-slurm test-fast lint doctor pretrain bench-molecules bench-timeseries bench-spectra bench-audio freeze clean
 
 help:                        ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | awk -F'\t' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -18,8 +18,12 @@ run: setup                   ## every domain's default pipeline on embedded data
 	$(BIN)/snakemake -c$(CORES) all
 	$(BIN)/snakemake all --report results/report.html
 
-test: setup                  ## the whole test suite (what CI runs, after `make lint`)
-	$(BIN)/python -m pytest -n $(CORES) -rs --durations=15
+test: setup                  ## the whole test suite but the SLURM run (what CI runs, after `make lint`)
+	$(BIN)/python -m pytest -n $(CORES) -m "not slurm" -rs --durations=15
+
+test-slurm: setup            ## two test pipelines as sbatch jobs on a one-node SLURM cluster vs a local run (root: starts env/slurm-local.sh)
+	bash env/slurm-local.sh start
+	$(BIN)/python -m pytest -m slurm -rs --durations=5 tests/test_slurm.py
 
 test-fast: setup             ## the suite without the end-to-end runs (marked slow)
 	$(BIN)/python -m pytest -n $(CORES) -m "not slow"

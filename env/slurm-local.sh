@@ -11,7 +11,8 @@
 # Environment: SLURM_LOCAL_CPUS (default: all CPUs), SLURM_LOCAL_MEM_MB (default: 90% of the machine's or the
 # container's memory), SLURM_LOCAL_USERS (extra users to give the account; default: $SUDO_USER),
 # SLURM_LOCAL_FORCE=1 to overwrite an /etc/slurm/slurm.conf this script did not write.
-# Needs root (it installs packages and writes /etc/slurm) and Debian 12's packages (SLURM 22.05).
+# Needs root (it installs packages and writes /etc/slurm) and apt with Debian 12's packages (SLURM 22.05); run
+# by another user, `start` succeeds only when the cluster is already up (and says so), else it says why not.
 set -euo pipefail
 
 MARK="# written by sciformer env/slurm-local.sh"
@@ -47,7 +48,10 @@ install_packages() {
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} = 0 ] && return 0
-  log "installing ${missing[*]}"
+  command -v apt-get >/dev/null || die "SLURM's packages are missing (${missing[*]}) and there is no apt-get:
+  this script knows Debian/Ubuntu only. Install them with your system's package manager (SLURM 22.05 or newer,
+  MUNGE, slurmdbd, MariaDB), or run the pipelines on your site's cluster (profiles/slurm, docs/cluster.md)"
+  log "installing ${missing[*]} (Debian packages, apt-get)"
   # The lock serializes apt with other installers on a shared machine; `apt-get update` only when the install
   # fails (a fresh image's package index may be missing or outdated).
   local apt=(env DEBIAN_FRONTEND=noninteractive flock /tmp/sciformer-apt.lock apt-get)
@@ -201,6 +205,11 @@ node_state() { sinfo -h -n "$NODE" -o %T 2>/dev/null; }
 node_ready() { [[ "$(node_state)" =~ ^(idle|mixed|allocated)$ ]]; }
 
 start() {
+  # Not root, and a cluster this script set up is up: use it as it is (root would also update its config).
+  if [ "$(id -u)" != 0 ] && grep -qF "$MARK" "$CONF" 2>/dev/null && node_ready; then
+    log "cluster '$CLUSTER' is up: partition '$PARTITION', account '$ACCOUNT'"
+    return 0
+  fi
   need_root start
   check_foreign_config
   local t0=$SECONDS conf_changed=0 dbd_changed=0

@@ -36,7 +36,7 @@ def snakemake(workdir, *args, check=True, env=None):
     return done
 
 
-@pytest.mark.parametrize("profile", ["default", "test", "slurm"])
+@pytest.mark.parametrize("profile", ["default", "test", "slurm", "slurm-local"])
 def test_dry_run(workdir, profile):
     out = snakemake(workdir, "-n", "--workflow-profile", f"profiles/{profile}", *TARGETS)
     assert "dry-run" in out.stdout + out.stderr
