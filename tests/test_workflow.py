@@ -96,3 +96,18 @@ def test_a_new_domain_is_one_line_of_workflow_config(workdir, tmp_path):
     snakemake(workdir, "-c2", f"--configfile={config}", "tiny", env=env)
     for run in ("mean", "smooth"):
         _check_run(workdir / "results" / "tiny", run, {})
+
+
+def test_a_run_can_train_each_member_with_ddp(workdir, tmp_path):
+    """`nproc: N` in a run gives its train rule N threads and `train --nproc N` (DistributedDataParallel per
+    member); without it the members train side by side (`-j`)."""
+    config = tmp_path / "nproc.yaml"
+    config.write_text(yaml.safe_dump({**TEST_CONFIG, "domains": {"timeseries": {"runs": {
+        "forecast": {"nproc": 3}, "classify": {"set": ["data.dataset=japanesevowels"]}}}}}))
+    out = snakemake(workdir, "-n", "-p", "-c4", f"--configfile={config}", "timeseries").stdout
+    train = [line for line in out.splitlines() if " train -d timeseries " in line]
+    assert len(train) == 2, out[-3000:]
+    forecast, = [line for line in train if "/forecast/" in line]
+    classify, = [line for line in train if "/classify/" in line]
+    assert "--nproc 3" in forecast and " -j " not in forecast
+    assert "-j 2" in classify and "--nproc" not in classify

@@ -36,7 +36,8 @@ def _runs():
             rs = rs or {}
             out[(domain, run)] = {"task": rs.get("task", run), "config": settings.get("config", ""),
                                   "set": [*settings.get("set", []), *rs.get("set", [])],
-                                  "init": rs.get("init", ""), "predict": rs.get("predict", "")}
+                                  "init": rs.get("init", ""), "predict": rs.get("predict", ""),
+                                  "nproc": rs.get("nproc", 0)}
     return out
 
 
@@ -54,6 +55,18 @@ def run_args(wildcards):
     for item in [f"task={rs['task']}", *rs["set"]]:
         args += ["--set", item]
     return " ".join(shlex.quote(a) for a in args)
+
+
+def train_threads(wildcards):
+    """The final stage's processes: `nproc` (DDP per member) or 2 ensemble members side by side."""
+    return RUNS[(wildcards.domain, wildcards.run)]["nproc"] or 2
+
+
+def train_parallelism(wildcards, threads):
+    """`--nproc N`: each member on N DistributedDataParallel processes (one after another); otherwise
+    `-j threads`: members in parallel processes. docs/cluster.md says which to choose when."""
+    nproc = RUNS[(wildcards.domain, wildcards.run)]["nproc"]
+    return f"--nproc {nproc}" if nproc else f"-j {threads}"
 
 
 def resolve_input(value, domain, run):

@@ -30,17 +30,18 @@ rule train_stage:  # an earlier stage (e.g. molecules' masked-token pretraining)
     shell: "{params.sciformer} train -d {wildcards.domain} --stage {wildcards.stage} -i {params.run}/prepared -o {params.run}/stage-{wildcards.stage} {params.init} {params.args} > {log} 2>&1"
 
 
-rule train:  # the final stage: an ensemble of seeds, members in parallel processes (one torch thread each)
+rule train:  # the final stage: an ensemble of seeds, members in parallel processes or each on `nproc` DDP processes
     input:
         prepared=rules.prepare.output,
         init=init_input(final_stage),
     output: f"{R}/model/run.json",
     log: f"{R}/logs/train.log",
     benchmark: f"{R}/benchmarks/train.tsv"
-    threads: 2
-    params: sciformer=SCIFORMER, run=RUN_DIR, args=run_args, init=init_arg(final_stage), stage=final_stage
+    threads: train_threads
+    params: sciformer=SCIFORMER, run=RUN_DIR, args=run_args, init=init_arg(final_stage), stage=final_stage,
+            parallel=lambda w, threads: train_parallelism(w, threads)
     resources: mem_mb=resources("train", "mem_mb", 8000), runtime=resources("train", "runtime", 240), cpus_per_task=lambda w, threads: threads
-    shell: "{params.sciformer} train -d {wildcards.domain} --stage {params.stage} -i {params.run}/prepared -o {params.run}/model -j {threads} {params.init} {params.args} > {log} 2>&1"
+    shell: "{params.sciformer} train -d {wildcards.domain} --stage {params.stage} -i {params.run}/prepared -o {params.run}/model {params.parallel} {params.init} {params.args} > {log} 2>&1"
 
 
 rule evaluate:  # the model and the baselines on the same test split
