@@ -1,0 +1,157 @@
+"""Prediction on new data: clouds (+ camera, + optional image) -> dense depth, uncertainty, previews.
+
+Per frame, in the output folder: `<id>.depth.npy` (metres, float32), `<id>.depth.png` (16-bit millimetres,
+0 = none, the TUM/ROS convention), `<id>.confidence.npy` (exp(-b), b = expected absolute relative error),
+`<id>.uncertainty.npy` (expected absolute error in metres), `<id>.preview.png` (image | input points | depth
+| confidence), `<id>.dense.ply` (the dense depth back in 3-D, world frame, coloured; `predict.write_ply`);
+one table row per frame (status, message, point counts, file names).
+
+Statuses: ok, missing_file, bad_camera, unreadable_cloud, bad_image, no_finite_points, behind_camera,
+outside_image, too_few_points.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import open3d as o3d
+from PIL import Image
+
+from core.errors import UserError
+from domains.pointclouds import baselines, geometry, readers
+from domains.pointclouds.features import GRAY, featurize
+
+STATUSES = ("ok", "missing_file", "bad_camera", "unreadable_cloud", "bad_image", "no_finite_points",
+            "behind_camera", "outside_image", "too_few_points")
+FILES = ("depth_npy", "depth_png", "confidence", "uncertainty", "preview", "ply")
+COLUMNS = ("id", "status", "message", "points", "points_in_view", "nonfinite_dropped", *FILES)
+
+
+@dataclass
+class Loaded:
+    spec: readers.FrameSpec
+    camera: readers.Camera
+    image: np.ndarray
+    sparse: np.ndarray
+    points: int
+    in_view: int
+    dropped: int
+
+
+class FrameProblem(Exception):
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def load_frame(spec: readers.FrameSpec, settings: Mapping[str, Any], min_points: int) -> Loaded:
+    """Read, check and project one frame; raises FrameProblem(status, message) for a bad one."""
+    for role, path in (("cloud", spec.cloud), ("camera", spec.camera)):
+        if path is None or not Path(path).exists():
+            raise FrameProblem("missing_file", f"{role} file {path or '(none given)'} not found")
+    if spec.image is not None and not Path(spec.image).exists():
+        raise FrameProblem("missing_file", f"image file {spec.image} not found")
+    try:
+        camera = readers.read_camera(spec.camera)
+    except UserError as err:
+        raise FrameProblem("bad_camera", str(err)) from None
+    try:
+        image = readers.read_image(spec.image, camera) if spec.image is not None else \
+            np.full((camera.height, camera.width, 3), GRAY, np.uint8)
+    except UserError as err:
+        raise FrameProblem("bad_image", str(err)) from None
+    try:
+        points, dropped = readers.read_cloud(spec.cloud)
+    except UserError as err:
+        raise FrameProblem("unreadable_cloud", str(err)) from None
+    if len(points) == 0:
+        raise FrameProblem("no_finite_points", f"{spec.cloud}: all {dropped} points are NaN or infinite")
+    if settings["voxel"] > 0:
+        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points)).voxel_down_sample(settings["voxel"])
+        points = np.asarray(cloud.points)
+    z = points @ camera.extrinsic[2, :3] + camera.extrinsic[2, 3]
+    if not np.any(z > 0):
+        raise FrameProblem("behind_camera", f"{spec.cloud}: all {len(points)} points are behind the camera; check "
+                           "the extrinsics (world_to_camera vs camera_to_world: extrinsics_convention)")
+    sparse = geometry.project(points, camera.K, camera.height, camera.width, camera.extrinsic)
+    sparse = baselines.filtered(sparse, camera.K, settings["outlier_filter"])
+    in_view = int((sparse > 0).sum())
+    if in_view == 0:
+        raise FrameProblem("outside_image", f"{spec.cloud}: no point projects into the {camera.width} x "
+                           f"{camera.height} image; check the intrinsics and extrinsics")
+    if in_view < min_points:
+        raise FrameProblem("too_few_points", f"{spec.cloud}: only {in_view} image pixels have a point; the model "
+                           f"needs at least {min_points} (model.min_points)")
+    return Loaded(spec, camera, image, sparse, len(points), in_view, dropped)
+
+
+def colourize(values: np.ndarray, valid: np.ndarray, cmap: str = "turbo") -> np.ndarray:
+    """[H, W] -> RGB uint8 with the 2-98 % range of the valid values stretched over the colour map."""
+    from matplotlib import colormaps
+    out = np.zeros((*values.shape, 3), np.uint8)
+    if valid.any():
+        lo, hi = np.percentile(values[valid], [2, 98])
+        t = np.clip((values - lo) / max(hi - lo, 1e-9), 0, 1)
+        out[valid] = (colormaps[cmap](t[valid])[:, :3] * 255).astype(np.uint8)
+    return out
+
+
+def _png(array: np.ndarray):
+    return lambda path: Image.fromarray(array).save(path, format="PNG")
+
+
+def _ply(cloud: o3d.t.geometry.PointCloud):
+    def write(path: Path) -> None:
+        if not o3d.t.io.write_point_cloud(str(path), cloud):
+            raise UserError(f"{path.name}: open3d could not write the dense cloud")
+    return write
+
+
+def artifacts(frame: Loaded, depth: np.ndarray, relative_error: np.ndarray, write_ply: bool) -> dict[str, tuple]:
+    """{column: (file name, content)} of one frame: arrays are written as .npy, callables write themselves."""
+    ident = frame.spec.id
+    confidence = np.exp(-relative_error).astype(np.float32)
+    known = frame.sparse > 0
+    inverse = 1.0 / np.maximum(depth, 1e-9)
+    points = colourize(np.where(known, 1.0 / np.maximum(frame.sparse, 1e-9), 0), known)
+    preview = np.concatenate([frame.image, points, colourize(inverse, np.isfinite(inverse)),
+                              colourize(confidence, np.ones_like(known), "viridis")], 1)
+    out = {"depth_npy": (f"{ident}.depth.npy", depth.astype(np.float32)),
+           # 16-bit millimetres; beyond 65.535 m the value saturates
+           "depth_png": (f"{ident}.depth.png", _png(np.clip(np.rint(depth * 1000), 0, 65535).astype(np.uint16))),
+           "confidence": (f"{ident}.confidence.npy", confidence),
+           "uncertainty": (f"{ident}.uncertainty.npy", (depth * relative_error).astype(np.float32)),
+           "preview": (f"{ident}.preview.png", _png(preview))}
+    if write_ply:
+        out["ply"] = (f"{ident}.dense.ply",
+                      _ply(geometry.densified_cloud(depth, frame.camera.K, frame.image, frame.camera.extrinsic)))
+    return out
+
+
+def predict_specs(models: Sequence, meta: Mapping[str, Any], specs: Sequence[readers.FrameSpec],
+                  batch_size: int = 4) -> tuple[list[dict], dict[str, Any]]:
+    """(one row per frame, {file name: content}) for the frames `specs`, in order."""
+    from domains.pointclouds.training import predict_samples
+    settings = meta["predict"]
+    rows, files, frames = [], {}, []
+    for spec in specs:
+        try:
+            frames.append(load_frame(spec, settings, int(meta["min_points"])))
+            rows.append(None)
+        except FrameProblem as problem:
+            rows.append({"id": spec.id, "status": problem.status, "message": str(problem)})
+    samples = [featurize(f.sparse, f.image, f.camera.K) for f in frames]
+    results = iter(predict_samples(models, samples, int(meta["patch"]), batch_size))
+    loaded = iter(frames)
+    for k, row in enumerate(rows):
+        if row is not None:
+            continue
+        frame, (depth, rel) = next(loaded), next(results)
+        made = artifacts(frame, depth, rel, bool(settings["write_ply"]))
+        files.update(dict(made.values()))
+        rows[k] = {"id": frame.spec.id, "status": "ok", "message": "", "points": frame.points,
+                   "points_in_view": frame.in_view, "nonfinite_dropped": frame.dropped,
+                   **{col: name for col, (name, _) in made.items()}}
+    return [{c: r.get(c, "") for c in COLUMNS} for r in rows], files
