@@ -1,12 +1,15 @@
 """Peak memory of `sciformer predict` as the input grows: 1x, 10x and 100x a base size, per (domain, task).
 
 The input is the task's own example input, repeated: table rows (streamed in chunks of --chunk-size rows) or the
-files of a folder. The growth must be flat beyond the chunk size: memory is bounded by the batch, not the input.
+files of a folder; or, with --input, the first rows of a larger table of distinct items (repeated only beyond its
+length), so that no cache of repeated items flatters the measurement. The growth must be flat beyond the chunk
+size: memory is bounded by the batch, not the input.
 Each prediction is a separate process (the whole command, as a user runs it); its peak resident set size comes
 from the kernel (getrusage of the finished child). Rows: task `predict-memory`, dataset `<domain>-<task>`, split
 `<n>-items`, metric `peak_rss_mb` (and `items_per_s`).
 
     python -m benchmarks.memory --run molecules=results/molecules/properties/model --base 2000
+    python -m benchmarks.memory --run molecules=RUN --base 200 --input moses-test.csv   # distinct molecules
     python -m benchmarks.memory --run tiny=RUN --base 1000            # with SCIFORMER_DOMAIN_PATH=tests/example_domains
 """
 from __future__ import annotations
@@ -60,22 +63,24 @@ def peak_rss_mb(cmd: list[str]) -> tuple[float, float]:
     return int(done.stdout.strip().splitlines()[-1]) / 1024.0, seconds
 
 
-def measure(domain: str, run: Path, base: int, factors: list[int], chunk: int) -> list[dict]:
+def measure(domain: str, run: Path, base: int, factors: list[int], chunk: int,
+            source: Path | None = None) -> list[dict]:
     task = get_domain(domain).task(run_info(run).get("task"))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        good, _, _ = task.example_inputs(tmp)
+        good = source or task.example_inputs(tmp)[0]
         for factor in sorted(factors):
             n = base * factor
-            source = scaled_input(good, n, tmp)
+            scaled = scaled_input(good, n, tmp)
             out = tmp / f"out_{n}" / task.default_output
             mb, seconds = peak_rss_mb([sys.executable, "-m", "core.cli", "-q", "predict", "-d", domain, "-i",
-                                       str(source), "-o", str(out), "--model", str(run), "--chunk-size", str(chunk)])
+                                       str(scaled), "-o", str(out), "--model", str(run), "--chunk-size", str(chunk)])
+            extra = {"chunk_size": chunk, "input": source.name if source else "example input, repeated"}
             rows += [{"task": "predict-memory", "dataset": f"{domain}-{task.name}", "split": f"{n}-items",
-                      "method": "sciformer", "metric": "peak_rss_mb", "value": mb, "chunk_size": chunk},
+                      "method": "sciformer", "metric": "peak_rss_mb", "value": mb, **extra},
                      {"task": "predict-memory", "dataset": f"{domain}-{task.name}", "split": f"{n}-items",
-                      "method": "sciformer", "metric": "items_per_s", "value": n / seconds, "chunk_size": chunk}]
+                      "method": "sciformer", "metric": "items_per_s", "value": n / seconds, **extra}]
             print(f"{domain}/{task.name}: {n} items, peak {mb:.0f} MB, {n / seconds:.0f} items/s", flush=True)
     return rows
 
@@ -87,12 +92,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--base", type=int, default=2000, help="items at 1x")
     parser.add_argument("--factors", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--chunk-size", type=int, default=1000, help="rows per batch (predict --chunk-size)")
+    parser.add_argument("--input", type=Path, help="a table of distinct items to take the rows from (tables only; "
+                                                   "default: the task's example input, repeated)")
     parser.add_argument("--commit", action="store_true", help="also write benchmarks/results/memory-<machine>.json")
     args = parser.parse_args(argv)
     rows = []
     for item in args.run:
         domain, _, run = item.partition("=")
-        rows += measure(domain, Path(run), args.base, args.factors, args.chunk_size)
+        rows += measure(domain, Path(run), args.base, args.factors, args.chunk_size, args.input)
     print_table(rows, ("peak_rss_mb",))
     write_rows("memory", rows, args.commit)
     return rows
