@@ -270,6 +270,24 @@ def test_nir_model_is_pls_plus_a_correction_that_starts_at_zero(nir_model):
     np.testing.assert_allclose(nir.predict_spectra(fresh, data["x_test"])[0], want, rtol=1e-6, atol=1e-6)
 
 
+def test_nir_uncertainty_is_calibrated_on_validation(nir_model):
+    """y_unc is the validation RMSE combined with the members' spread of the correction share that is used: with
+    share 0 (the prediction is PLS) it is exactly the validation RMSE, never the unused correction's spread."""
+    import json
+
+    import torch
+
+    from core.runs import load_members
+    from domains.spectra import nir
+    members = load_members(SpectraDomain().task("nir"), nir_model / "model", torch.device("cpu"))
+    val_rmse = json.loads((nir_model / "model" / "calibration.json").read_text())["val_rmse"]
+    x = nir.load_prepared(nir_model / "prep")["x_test"]
+    _, unc = nir.predict_spectra(members, x, 0.0)
+    np.testing.assert_allclose(unc, val_rmse, rtol=1e-6, atol=0)      # float32 outputs
+    _, unc = nir.predict_spectra(members, x)
+    assert val_rmse > 0 and (unc >= val_rmse * (1 - 1e-6)).all() and np.isfinite(unc).all()
+
+
 def test_a_rerun_removes_the_siblings_of_the_previous_output(lifetime_model, tmp_path, capsys):
     np.save(src := _with_sidecar(tmp_path / "stack.npy"), _image())
     assert _predict(lifetime_model, src, tmp_path / "map.npy", capsys, "--set", "lifetime.compare_pixels=3")[0] == 0

@@ -240,13 +240,19 @@ def correction_scale(members) -> float:
 
 
 def predict_spectra(members, x_raw: np.ndarray, scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Raw spectra [n, W] -> (PLS + scale * mean correction, std of the correction over members), target
-    units. With the correction's output layer zero at initialization, an untrained model is exactly PLS."""
+    """Raw spectra [n, W] -> (PLS + scale * mean correction, its standard error), target units. With the
+    correction's output layer zero at initialization, an untrained model is exactly PLS.
+
+    The standard error is calibrated on validation: the validation RMSE of the calibrated predictions (the error
+    every prediction carries, PLS's included) combined with the members' spread of the part of the correction
+    that is used (scale x std). Before calibration it is only that spread."""
     meta = members[0].metadata["task"]
     x, extra = features(x_raw, meta)
     mean, std = run_members(members, NirCollate(x, extra, None, meta["patch"]), len(x))
     scale = correction_scale(members) if scale is None else scale
-    return base_predict(x_raw, meta["base"]) + scale * mean[:, 0] * meta["y_std"], std[:, 0] * meta["y_std"]
+    spread = scale * std[:, 0] * meta["y_std"]
+    val_rmse = float((members[0].metadata.get("calibration") or {}).get("val_rmse", 0.0))
+    return base_predict(x_raw, meta["base"]) + scale * mean[:, 0] * meta["y_std"], np.sqrt(spread ** 2 + val_rmse ** 2)
 
 
 CORRECTION_SCALES = np.linspace(0.0, 1.0, 11)
