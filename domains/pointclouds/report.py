@@ -22,7 +22,6 @@ def example_figure(table: pd.DataFrame, rows: list[dict], out_dir: Path) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from core.io import atomic_path
 
     pixels = table[table["kind"] == "pixel"] if "kind" in table else table.iloc[:0]
     if pixels.empty:
@@ -53,13 +52,7 @@ def example_figure(table: pd.DataFrame, rows: list[dict], out_dir: Path) -> Path
             ax.set_title(title, fontsize=8)
         for ax in row:
             ax.axis("off")
-    fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = Path(out_dir) / "pointclouds_examples.png"
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, Path(out_dir) / "pointclouds_examples.png")
 
 
 def figures(table: pd.DataFrame, rows: list[dict], out_dir: Path) -> list[Path]:
@@ -72,7 +65,6 @@ def error_vs_depth(table: pd.DataFrame, out_dir: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from core.io import atomic_path
 
     bins = table[table["kind"] == "depth_bin"] if "kind" in table else table.iloc[:0]
     bins = bins.astype({"depth_lo": float, "depth_hi": float, "absrel": float})
@@ -90,9 +82,16 @@ def error_vs_depth(table: pd.DataFrame, out_dir: Path) -> Path | None:
         ax.set_xlabel("true depth (m)")
     axes[0][0].set_ylabel("AbsRel")
     axes[0][-1].legend(fontsize=7)
+    return _save(fig, Path(out_dir) / "pointclouds_error_vs_depth.png")
+
+
+def _save(fig, path: Path) -> Path:
+    """One figure written atomically (a report never holds a half-written PNG), then closed."""
+    import matplotlib.pyplot as plt
+
+    from core.io import atomic_path
     fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = Path(out_dir) / "pointclouds_error_vs_depth.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=90)
     plt.close(fig)
