@@ -72,3 +72,15 @@ def test_tiny_pipeline_end_to_end(tmp_path, run_cli):
     np.testing.assert_allclose(array[0, 50, :, :3], first, atol=1e-3)
     statuses = json.loads((tmp_path / "pred" / "lifted.status.json").read_text())
     assert set(statuses) == {"0", "1"} and len(statuses["0"]) == 100
+
+    # an NPY says neither its image size nor its layout: the command's lift.input gives them for every input
+    npy = tmp_path / "bare" / "clip.npy"
+    npy.parent.mkdir()
+    np.save(npy, array[0, :, :, :2] / 10 + 500)       # any plausible pixel coordinates, 17 joints
+    out = tmp_path / "bare_out.csv"
+    code, _, err = run_cli("-q", "predict", "-d", "poses", "-i", npy, "-o", out, "--model", tmp_path / "model")
+    assert code != 0 and "image size is missing" in err and not out.exists()
+    code, _, err = run_cli("-q", "predict", "-d", "poses", "-i", npy, "-o", out, "--model", tmp_path / "model",
+                           "--set", "lift.input.image_size=[1000,1000]", "--set", "lift.input.layout=h36m")
+    assert code == 0, err
+    assert len(pd.read_csv(out)) == 100 * 17

@@ -15,7 +15,9 @@ detected (skeleton.detect_layout).
 
 Settings the file itself cannot carry (the image size of an NPY, a CSV's frame rate, a 17-joint layout that
 cannot be told apart, how many people to follow in a video) go in an optional settings file beside the input,
-`<stem>.settings.json`: {"image_size": [width, height], "layout": "coco", "fps": 30, "people": 1}.
+`<stem>.settings.json`: {"image_size": [width, height], "layout": "coco", "fps": 30, "people": 1}, or, for every
+input of one command, in the config's `lift.input` (`--set lift.input.image_size=[1920,1080]`). The more specific
+source wins: the file's own fields, then its settings file, then `lift.input`.
 
 NaN coordinates or missing joints are masked (score 0), never fatal. Everything else a user can get wrong
 raises UserError naming the file, frame or row and the fix.
@@ -271,9 +273,11 @@ def read_settings(path: Path) -> dict:
 
 
 def read_keypoints(path: str | Path, layout: str | None = None, image_size=None, people: int | None = None,
-                   max_frames: int | None = None, fps: float | None = None) -> Keypoints2D:
+                   max_frames: int | None = None, fps: float | None = None,
+                   defaults: dict | None = None) -> Keypoints2D:
     """Any supported input -> validated tracks (see the module docstring). Arguments given here win over the
-    settings file beside the input, which wins over what the file declares itself."""
+    settings file beside the input, which wins over `defaults` (the command's `lift.input`); a size or layout
+    the file declares itself wins over all of them."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: input file not found")
@@ -281,7 +285,7 @@ def read_keypoints(path: str | Path, layout: str | None = None, image_size=None,
     if suffix not in INPUT_SUFFIXES:
         raise UserError(f"{path}: unsupported input {suffix or '(no extension)'}; "
                         f"use one of {', '.join(INPUT_SUFFIXES)}")
-    side = read_settings(path)
+    side = {**{k: v for k, v in (defaults or {}).items() if v is not None}, **read_settings(path)}
     layout = layout or side.get("layout")
     image_size = image_size if image_size is not None else side.get("image_size")
     fps = fps or side.get("fps")
@@ -306,6 +310,9 @@ class KeypointsReader(Reader):
 
     formats = INPUT_SUFFIXES
 
+    def __init__(self, defaults: dict | None = None):
+        self.defaults = dict(defaults or {})   # the command's lift.input: where a file and its sidecar are silent
+
     def check(self, path: Path) -> None:
         path = Path(path)
         if path.suffix.lower() in VIDEO_SUFFIXES:
@@ -318,7 +325,7 @@ class KeypointsReader(Reader):
 
     def read(self, path: Path) -> Keypoints2D:
         with decoding_errors(path, "keypoint file"):
-            return read_keypoints(path)
+            return read_keypoints(path, defaults=self.defaults)
 
     def count(self, path: Path) -> int:
         return 1
