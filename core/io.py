@@ -90,3 +90,18 @@ def package_file(package: str, *parts: str, install: str = "") -> Path:
     if not path.exists():
         raise UserError(f"{path}: not found in the installed package {package!r}; reinstall it ({how})")
     return path
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 100, tight: bool = True, **savefig_kwargs) -> Path:
+    """Write a matplotlib figure atomically (a report never holds a half-written image), then close it so a
+    report drawing many figures does not keep them all in memory. The format follows the suffix (png default)."""
+    import matplotlib.pyplot as plt
+    path = Path(path)
+    try:
+        if tight:
+            fig.tight_layout()
+        with atomic_path(path, suffix=path.suffix or ".png") as tmp:
+            fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".").lower() or "png", **savefig_kwargs)
+    finally:
+        plt.close(fig)
+    return path

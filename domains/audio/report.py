@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.io import save_figure
+
 
 def _plt():
     import matplotlib
@@ -34,12 +36,7 @@ def enhance_figures(predictions: pd.DataFrame, metrics: list[dict], out_dir: Pat
         ax.grid(alpha=0.3)
     np.atleast_1d(axes)[0].legend(fontsize=8)
     fig.suptitle("speech enhancement on unseen voices")
-    fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "enhance_metrics_vs_snr.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, out_dir / "enhance_metrics_vs_snr.png", dpi=110)]
 
 
 def classify_figures(predictions: pd.DataFrame, metrics: list[dict], out_dir: Path) -> list[Path]:
@@ -60,9 +57,4 @@ def classify_figures(predictions: pd.DataFrame, metrics: list[dict], out_dir: Pa
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("voice / language identification (test prompts)")
-    fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "classify_confusion.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, out_dir / "classify_confusion.png", dpi=110)]

@@ -9,7 +9,7 @@ matplotlib.use("Agg")  # headless: reports are made by pipelines, not at a scree
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from core.io import atomic_path  # noqa: E402
+from core.io import save_figure  # noqa: E402
 
 
 def parity_plot(predictions: pd.DataFrame, metrics: list[dict], out_dir: Path) -> list[Path]:
@@ -34,9 +34,4 @@ def parity_plot(predictions: pd.DataFrame, metrics: list[dict], out_dir: Path) -
         ax.set_ylabel(f"predicted {target}")
         ax.set_title(f"Parity on the test split ({len(y)} molecules)")
         ax.legend(loc="upper left")
-    fig.tight_layout()
-    path = Path(out_dir) / "parity.png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, Path(out_dir) / "parity.png", dpi=110)]

@@ -86,13 +86,5 @@ def error_vs_depth(table: pd.DataFrame, out_dir: Path) -> Path | None:
 
 
 def _save(fig, path: Path) -> Path:
-    """One figure written atomically (a report never holds a half-written PNG), then closed."""
-    import matplotlib.pyplot as plt
-
-    from core.io import atomic_path
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    return path
+    from core.io import save_figure
+    return save_figure(fig, path, dpi=90)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.io import atomic_path
+from core.io import save_figure
 from domains.poses.evaluation import EXAMPLE
 from domains.poses.lifting import Lifted
 from domains.poses.skeleton import joint_names
@@ -15,11 +15,7 @@ from domains.poses.writers import skeleton_figure
 
 
 def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110, tight=False, bbox_inches="tight")
 
 
 def figures(predictions: pd.DataFrame, metrics: list[dict], out_dir: Path, artifacts: Path | None = None) -> list[Path]:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserError
-from core.io import atomic_path
+from core.io import atomic_path, save_figure
 from domains.poses.lifting import Lifted
 from domains.poses.skeleton import h36m_links, joint_names
 
@@ -109,8 +109,4 @@ def skeleton_figure(lifted: Lifted, path: str | Path, n_frames: int = 4, title: 
         fig.colorbar(sc, ax=fig.axes, shrink=0.6, label="uncertainty (mm)")
     if title:
         fig.suptitle(title, fontsize=10)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110, tight=False)

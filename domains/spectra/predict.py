@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserError
+from core.io import save_figure
 from domains.spectra import fit_fast, lifetime, readers
 from domains.spectra import status as status_check
 from domains.spectra.flim import FlimSetting
@@ -218,6 +219,4 @@ def _colour_map(tau_m: np.ndarray, path: Path) -> None:
     fig.colorbar(im, ax=ax, label="amplitude-weighted mean lifetime tau_m (ns)")
     ax.set_title("lifetime map (blank: status not ok, see .status.npy)")
     ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, path)

@@ -10,19 +10,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from core.io import atomic_path  # noqa: E402
+from core.io import save_figure  # noqa: E402
 from domains.spectra.model import LIFETIME_TARGETS  # noqa: E402
 
 LABELS = {"tau1": "tau1 (ns)", "tau2": "tau2 (ns)", "a": "A", "tau_m": "tau_m (ns)"}
 PHOTON_SETS = ("sim-100-1000", "sim-1k-10k", "sim-10k-100k")
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
 
 
 def _methods(predictions: pd.DataFrame) -> list[str]:
@@ -52,7 +44,7 @@ def lifetime_figures(predictions: pd.DataFrame, metrics: list[dict], out_dir: Pa
         ax.set_ylabel(f"MAE {LABELS[t]}")
         ax.set_title(f"{t}: error vs photon count")
     axes[0].legend(fontsize=8)
-    paths = [_save(fig, out_dir / "error_vs_photons.png")]
+    paths = [save_figure(fig, out_dir / "error_vs_photons.png")]
     main = predictions[predictions.dataset == predictions.dataset.iloc[0]]
     shown = [m for m in methods if m.startswith("sciformer")][:1] + (["mle"] if "mle" in methods else [])
     fig, axes = plt.subplots(len(shown), 4, figsize=(16, 4 * len(shown)), squeeze=False)
@@ -65,7 +57,7 @@ def lifetime_figures(predictions: pd.DataFrame, metrics: list[dict], out_dir: Pa
             ax.set_title(f"{m}: {t} (MAE {mae:.3f})")
             ax.set_xlabel(f"true {LABELS[t]}")
             ax.set_ylabel(f"predicted {LABELS[t]}")
-    paths.append(_save(fig, out_dir / "scatter.png"))
+    paths.append(save_figure(fig, out_dir / "scatter.png"))
     return paths
 
 
@@ -83,4 +75,4 @@ def nir_parity(predictions: pd.DataFrame, metrics: list[dict], out_dir: Path) ->
     ax.set_ylabel(f"predicted {target}")
     ax.set_title(f"{predictions.dataset.iloc[0]}: test set ({len(predictions)} samples)")
     ax.legend()
-    return [_save(fig, out_dir / "parity.png")]
+    return [save_figure(fig, out_dir / "parity.png")]

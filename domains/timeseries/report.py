@@ -10,15 +10,12 @@ matplotlib.use("Agg")  # headless: reports are made by pipelines, not at a scree
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from core.io import atomic_path  # noqa: E402
+from core.io import save_figure  # noqa: E402
 
 
 def save(fig, out_dir: Path) -> list[Path]:
-    path = Path(out_dir) / "figures.png"   # one name whatever the task, so the workflow can declare it
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return [path]
+    # one name whatever the task, so the workflow can declare it
+    return [save_figure(fig, Path(out_dir) / "figures.png", tight=False)]
 
 
 def forecast_figure(pred: pd.DataFrame, metrics: list[dict]):

@@ -1,0 +1,39 @@
+"""core.io: atomic writes (nothing half-written survives a failure) and the shared figure saver."""
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from core.io import atomic_path, save_figure  # noqa: E402
+
+
+def test_atomic_path_leaves_nothing_when_the_block_fails(tmp_path):
+    target = tmp_path / "sub" / "out.csv"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert not target.exists() and list(target.parent.iterdir()) == []
+    with atomic_path(target) as tmp:
+        tmp.write_text("whole")
+    assert target.read_text() == "whole" and [p.name for p in target.parent.iterdir()] == ["out.csv"]
+
+
+def test_save_figure_writes_the_suffix_format_and_closes(tmp_path):
+    for name, magic in (("a.png", b"\x89PNG"), ("b.svg", b"<?xml"), ("c.pdf", b"%PDF")):
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [1, 0])
+        path = save_figure(fig, tmp_path / "figs" / name)
+        assert Path(path).read_bytes()[:len(magic)] == magic
+        assert not plt.fignum_exists(fig.number)
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["a.png", "b.svg", "c.pdf"]
+
+
+def test_save_figure_failure_leaves_no_file_and_still_closes(tmp_path):
+    fig, _ = plt.subplots()
+    with pytest.raises(AttributeError):          # matplotlib fails mid-write on a bad bounding box
+        save_figure(fig, tmp_path / "x.png", bbox_inches="nonsense")
+    assert list(tmp_path.iterdir()) == [] and not plt.fignum_exists(fig.number)
