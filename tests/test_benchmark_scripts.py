@@ -51,7 +51,8 @@ def test_poses_benchmark(tmp_path, monkeypatch):
     rows = run_script(poses, ["--quick", *with_sets([*SMOKE, "lift.model.hot_keep=3"])], tmp_path, monkeypatch)
     assert {r["task"] for r in rows} == {"lift-3d"}
     assert "unseen-motions" in {r["dataset"] for r in rows}
-    assert {"sciformer", "sciformer-hot", "mmpose-videopose3d-27", "mlp-lifter"} <= {r["method"] for r in rows}
+    methods = {r["method"] for r in rows}
+    assert {"sciformer", "sciformer-hot", "sciformer-ft", "mmpose-videopose3d-27", "mlp-lifter"} <= methods
     assert {"mpjpe", "p_mpjpe", "n_mpjpe", "mpjve", "gflops_per_frame", "frames_per_s"} <= {r["metric"] for r in rows}
 
 
