@@ -22,7 +22,6 @@ def example_figure(table: pd.DataFrame, rows: list[dict], out_dir: Path) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     pixels = table[table["kind"] == "pixel"] if "kind" in table else table.iloc[:0]
     if pixels.empty:
         return None
@@ -64,7 +63,6 @@ def error_vs_depth(table: pd.DataFrame, out_dir: Path) -> Path | None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
 
     bins = table[table["kind"] == "depth_bin"] if "kind" in table else table.iloc[:0]
     bins = bins.astype({"depth_lo": float, "depth_hi": float, "absrel": float})

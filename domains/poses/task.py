@@ -75,7 +75,7 @@ class LiftTask(Task):
     def reader(self, metadata):
         from domains.poses.readers import KeypointsReader
         cfg = self.prediction_config
-        return KeypointsReader(dict(cfg.get("lift.input") or {}) if cfg is not None else None)
+        return KeypointsReader(cfg.get("lift.input") if cfg is not None else None)
 
     def predict(self, members, batch, out):
         """Every track lifted. A table (.csv/.parquet): one row per frame x track x joint with a status; .json:
