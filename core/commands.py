@@ -82,10 +82,18 @@ def _prepared_hashes(prepared: Path) -> dict[str, str]:
     return read_run_json(f).get("data_hashes", {})
 
 
-def run_fingerprint(cfg, stage: str, init: Path | None, hashes: dict[str, str]) -> str:
-    """What a trained member depends on: config (not display settings), stage, data, and the init weights."""
+def run_fingerprint(cfg, stage: str, init: Path | None, hashes: dict[str, str],
+                    evaluation_only: tuple[str, ...] = ()) -> str:
+    """What a trained member depends on: config (not display settings, not the task's evaluation-only keys),
+    stage, data, and the init weights."""
     values = cfg.to_dict()
-    values.get("train", {}).pop("progress", None)
+    for key in ("train.progress", *evaluation_only):
+        *parents, leaf = key.split(".")
+        node = values
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     init_hash = None
     if init is not None:
         from core.runs import member_dirs
@@ -142,7 +150,7 @@ def cmd_train(args) -> int:
     n_members = int(task.train_settings(cfg, stage)["ensemble"]) if final else 1
     members = [args.output / f"member_{k}" for k in range(n_members)]
     (args.output / RUN_FILE).unlink(missing_ok=True)  # written again only when every member is done
-    fingerprint = run_fingerprint(cfg, stage, args.init, hashes)
+    fingerprint = run_fingerprint(cfg, stage, args.init, hashes, task.evaluation_only)
     todo = [k for k, m in enumerate(members) if not _reusable(m, fingerprint)]
     call = [(dom.name, args.config, args.set, args.input, members[k], stage, args.init, k, fingerprint)
             for k in todo]

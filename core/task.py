@@ -97,6 +97,9 @@ class Task:
     # registered (domain, task), as timm's tests are over every model) runs the whole pipeline with them
     smoke_overrides: ClassVar[tuple[str, ...]] = ()
     default_output: ClassVar[str] = "predictions.csv"   # what the workflow's predict rule writes (-o)
+    # dotted config keys that only `evaluate` reads (its baselines' settings): left out of the trained members'
+    # fingerprint, so retuning a baseline does not retrain the model
+    evaluation_only: ClassVar[tuple[str, ...]] = ()
     # predict() is a pure function of (members, batch): `predict -j N` may run batches in worker processes.
     # A task that writes into the output set itself (a memory-mapped image filled tile by tile) sets False.
     parallel_predict: ClassVar[bool] = True

@@ -147,3 +147,22 @@ def test_sigma_calibration_hits_coverage():
     s = sigma_scale(err, sigma)
     assert s == pytest.approx(2.0, rel=0.05)
     assert np.mean(err <= 2.5003 * s * sigma) == pytest.approx(0.9, abs=1e-3)
+
+
+def test_peer_training_keeps_the_best_epoch_and_stops_after_patience():
+    """The mmengine hook that keeps a peer's best validation epoch stops training on our trainer's rule."""
+    from types import SimpleNamespace
+
+    from domains.poses.baselines import _KeepBest
+    weights = torch.nn.Linear(2, 1)
+    runner = SimpleNamespace(model=weights, train_loop=SimpleNamespace(stop_training=False))
+    keep = _KeepBest("mlp-lifter", patience=2)
+    for epoch, mpjpe in enumerate([0.30, 0.20, 0.25, 0.26, 0.10]):
+        with torch.no_grad():
+            weights.bias.fill_(epoch)
+        keep.after_val_epoch(runner, {"MPJPE": mpjpe})
+        if runner.train_loop.stop_training:
+            break
+    assert epoch == 3 and keep.best_epoch == 1 and keep.best == 0.20   # epochs 2, 3 not better: stop
+    assert float(keep.state["bias"]) == 1.0                             # the best epoch's weights, not the last
+    assert [h["epoch"] for h in keep.history] == [0, 1, 2, 3]

@@ -46,6 +46,20 @@ def test_tiny_pipeline_end_to_end(tmp_path, run_cli):
     assert ("real-trial1", "triangulation", "reprojection_px") in got
     assert all(np.isfinite(r["value"]) for r in rows)
     assert {r["clip"] for r in rows if "clip" in r} == {"walk"}
+
+    # retuning the peers retrains them (two at once here) but not our model: their keys are evaluation-only
+    member_meta = (tmp_path / "model" / "member_0" / "meta.json").read_text()
+    peers = [a for o in ("lift.mmpose_videopose3d_27.epochs=2", "lift.mlp_lifter.epochs=2", "lift.peer_jobs=2")
+             for a in ("--set", o)]
+    code, _, err = run_cli("-q", "train", "-d", "poses", "-i", prepared, "-o", tmp_path / "model", *SETS, *peers)
+    assert code == 0, err
+    assert (tmp_path / "model" / "member_0" / "meta.json").read_text() == member_meta
+    code, _, err = run_cli("-q", "evaluate", "-d", "poses", "-i", prepared, "--model", tmp_path / "model",
+                           "-o", tmp_path / "metrics2.json", *SETS, *peers)
+    assert code == 0, err
+    for peer in ("mmpose-videopose3d-27", "mlp-lifter"):
+        history = json.loads((prepared / "baselines" / peer / "meta.json").read_text())["history"]
+        assert [h["epoch"] for h in history] == [0, 1], peer
     code, _, err = run_cli("-q", "report", "-d", "poses", "-i", metrics, "-o", tmp_path / "report", *SETS)
     assert code == 0, err
     for figure in ("error_per_joint.png", "mpjpe_per_clip.png", "real_p_mpjpe.png", "skeleton_predicted.png"):

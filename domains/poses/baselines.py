@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import pickle
 import warnings
 from pathlib import Path
@@ -32,6 +33,7 @@ from core.io import atomic_path, write_json
 from domains.poses.data import Sequences, load
 from domains.poses.training import root_relative
 
+log = logging.getLogger("sciformer.poses")
 CONFIGS = {"mmpose-videopose3d-27":
            "body_3d_keypoint/video_pose_lift/h36m/video-pose-lift_tcn-27frm-supv_8xb128-160e_h36m.py",
            "mlp-lifter": "body_3d_keypoint/image_pose_lift/h36m/image-pose-lift_tcn_8xb64-200e_h36m.py"}
@@ -117,17 +119,25 @@ def build_config(method: str, section: Mapping[str, Any], folder: Path, seed: in
 
 
 class _KeepBest(Hook):
-    """mmengine hook: the weights of the epoch with the lowest validation MPJPE, kept in memory."""
+    """mmengine hook: the weights of the epoch with the lowest validation MPJPE, kept in memory; training stops
+    after `patience` epochs without a new best (the rule our trainer uses, so both stop on the same evidence)."""
 
-    def __init__(self):
-        self.best, self.state, self.history = float("inf"), None, []
+    def __init__(self, method: str, patience: int | None = None):
+        self.method, self.patience = method, patience
+        self.best, self.best_epoch, self.state, self.history = float("inf"), -1, None, []
 
     def after_val_epoch(self, runner, metrics=None):
         mpjpe = float((metrics or {}).get("MPJPE", float("inf")))
-        self.history.append({"epoch": runner.epoch, "val_mpjpe": mpjpe})
+        epoch = len(self.history)
+        self.history.append({"epoch": epoch, "val_mpjpe": mpjpe})
         if mpjpe < self.best:
-            self.best = mpjpe
+            self.best, self.best_epoch = mpjpe, epoch
             self.state = {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
+        log.info("%s: epoch %d validation MPJPE %.1f mm (best %.1f at epoch %d)", self.method, epoch,
+                 mpjpe * 1000, self.best * 1000, self.best_epoch)
+        if self.patience and epoch - self.best_epoch >= self.patience:
+            log.info("%s: no better validation for %d epochs; stopping", self.method, self.patience)
+            runner.train_loop.stop_training = True
 
 
 def train(method: str, prepared: Path, out_dir: Path, section: Mapping[str, Any], seed: int,
@@ -147,14 +157,15 @@ def train(method: str, prepared: Path, out_dir: Path, section: Mapping[str, Any]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         runner = Runner.from_cfg(cfg)
-        keep = _KeepBest()
+        keep = _KeepBest(method, peer_settings(section, method).get("patience"))
         runner.register_hook(keep, priority="LOW")
         runner.train()
     if keep.state is None:
         epochs = peer_settings(section, method)["epochs"]
         raise UserError(f"{method}: mmengine never validated (epochs={epochs}); set it >= 1")
     meta = {"method": method, "model": cfg.model.to_dict(), "codec": cfg.model.head.decoder.to_dict(),
-            "best_val_mpjpe": keep.best, "history": keep.history, "seed": seed, "fingerprint": fingerprint}
+            "best_val_mpjpe": keep.best, "best_epoch": keep.best_epoch, "history": keep.history, "seed": seed,
+            "fingerprint": fingerprint}
     with atomic_path(out_dir / "model.safetensors") as tmp:
         save_file({k: v.contiguous() for k, v in keep.state.items()}, str(tmp))
     write_json(out_dir / "meta.json", meta)

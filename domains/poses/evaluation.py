@@ -39,19 +39,38 @@ def _median_time(fn: Callable[[], Any], repeats: int = 3) -> float:
     return float(np.median(times))
 
 
+def _train_peer(level: int, *args, **kwargs) -> None:
+    """One peer in a spawned process: the parent's log level, so its per-epoch lines reach the log."""
+    import logging
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    baselines.train(*args, **kwargs)
+
+
 def baseline_runs(section: Mapping[str, Any], prepared: Path, seed: int) -> dict[str, tuple]:
-    """Train (or reuse, when config, data and seed match) every configured mmpose peer."""
-    out = {}
-    for method in section["baselines"]:
-        folder = Path(prepared) / "baselines" / method
+    """Train (or reuse, when config, data and seed match) every configured mmpose peer; `peer_jobs` of them at
+    once in spawned processes (one torch thread each), else one after the other in this process."""
+    folders = {m: Path(prepared) / "baselines" / m for m in section["baselines"]}
+    hashes = [file_sha256(Path(prepared) / f"{s}.npz") for s in ("train", "val")]
+    todo = {}
+    for method, folder in folders.items():
         key = hashlib.sha256(json.dumps({"opts": baselines.peer_settings(section, method), "seed": seed,
-                                         "data": [file_sha256(Path(prepared) / f"{s}.npz") for s in ("train", "val")]},
-                                        sort_keys=True).encode()).hexdigest()
+                                         "data": hashes}, sort_keys=True).encode()).hexdigest()
         meta_path = folder / "meta.json"
         if not (meta_path.exists() and json.loads(meta_path.read_text()).get("fingerprint") == key):
-            baselines.train(method, prepared, folder, section, seed, fingerprint=key)
-        out[method] = baselines.load_model(folder)
-    return out
+            todo[method] = (method, prepared, folder, dict(section), seed, key)
+    jobs = min(int(section.get("peer_jobs", 1)), len(todo))
+    if jobs > 1:
+        import logging
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        level = logging.getLogger("sciformer").getEffectiveLevel()
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for future in [pool.submit(_train_peer, level, *args) for args in todo.values()]:
+                future.result()
+    else:
+        for args in todo.values():
+            baselines.train(*args)
+    return {method: baselines.load_model(folder) for method, folder in folders.items()}
 
 
 def _per_clip(seqs: data.Sequences, values: np.ndarray) -> dict[str, np.ndarray]:

@@ -33,6 +33,8 @@ class LiftTask(Task):
     # one input file is one item (its tracks inside): nothing to spread over workers, and the output's format
     # (table, JSON, array) is read from the output set, which a worker does not get
     parallel_predict = False
+    evaluation_only = ("lift.baselines", "lift.mmpose_videopose3d_27", "lift.mlp_lifter", "lift.peer_jobs",
+                       "lift.speed_frames")
 
     # -- pipeline ----------------------------------------------------------------------------------------
     def prepare(self, cfg, out_dir):
