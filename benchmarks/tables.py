@@ -15,6 +15,10 @@ def render(path: Path) -> str:
     rows = pd.DataFrame(json.loads(Path(path).read_text()))
     out = [f"### {path.name} (machine: {', '.join(sorted(rows.machine.unique()))})", ""]
     for (task, metric), group in rows.groupby(["task", "metric"], sort=False):
+        # rows measured at several thread counts keep one column each (not the first one only)
+        if "threads" in group and group["threads"].nunique() > 1:
+            group = group.assign(split=group["split"] + group["threads"].map(
+                lambda t: f", {int(t)} thread{'s' if t > 1 else ''}" if t == t else ""))
         pivot = group.pivot_table(index="method", columns=["dataset", "split"], values="value", aggfunc="first")
         out.append(f"**{task}: {metric}**")
         out.append("")
