@@ -41,7 +41,6 @@ QUICK = ["lift.cameras.train=1", "train.epochs=2", "lift.mmpose_videopose3d_27.e
 FINE_TUNE = ["train.epochs=4"]
 VARIANTS = {"sciformer": ([], None), "sciformer-hot": (["lift.model.hot=true", *FINE_TUNE], "sciformer"),
             "sciformer-ft": (FINE_TUNE, "sciformer")}
-OURS = ("sciformer", "sciformer-hot")        # evaluate's names for our model (by its hot setting)
 KEEP = ("mpjpe", "p_mpjpe", "n_mpjpe", "mpjve", "gflops_per_frame", "frames_per_s", "reprojection_px",
         "unc_coverage90")
 
@@ -95,6 +94,9 @@ def main() -> None:
     prepared = OUT / "prepared"
     t0 = time.perf_counter()
     prepare(base, prepared)
+    from domains.poses.evaluation import OUR_METHODS
+
+    ours = set(OUR_METHODS.values())     # evaluate's names for our model; renamed per variant below
     rows: list[dict] = []
     for name, (extra, init) in VARIANTS.items():
         common = ["-d", "poses", *sets(base + extra)]
@@ -109,8 +111,8 @@ def main() -> None:
         log(f"{name}: evaluated in {seconds:.0f} s (the mmpose peers train on the first evaluation, then are reused)")
         got = json.loads(metrics.read_text())["rows"]
         # ours under the variant's name; the peers' rows once (from the first evaluate; later ones reuse them)
-        rows += [{**r, "method": name} if r["method"] in OURS else r for r in got
-                 if r["method"] in OURS or name == next(iter(VARIANTS))]
+        rows += [{**r, "method": name} if r["method"] in ours else r for r in got
+                 if r["method"] in ours or name == next(iter(VARIANTS))]
     if args.train_only:
         return
     rows = [r for r in rows if r["metric"] in KEEP]

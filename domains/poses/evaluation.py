@@ -25,8 +25,11 @@ SYNTHETIC = "unseen-motions"
 EXAMPLE = "test_sequence.npz"   # evaluation artifact: one test sequence lifted, for the report
 
 
+OUR_METHODS = {False: "sciformer", True: "sciformer-hot"}   # our model's row names, by its HoT setting
+
+
 def method_name(meta: Mapping[str, Any]) -> str:
-    return "sciformer-hot" if meta["model"]["hot"] else "sciformer"
+    return OUR_METHODS[bool(meta["model"]["hot"])]
 
 
 def _median_time(fn: Callable[[], Any], repeats: int = 3) -> float:
