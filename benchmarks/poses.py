@@ -36,7 +36,7 @@ BENCH = ["lift.cameras.train=4", "train.epochs=30", "train.patience=4", "lift.pe
 QUICK = ["lift.cameras.train=1", "train.epochs=2", "lift.mmpose_videopose3d_27.epochs=1",
          "lift.mlp_lifter.epochs=1", "lift.mmpose_videopose3d_27.channels=128", "lift.mlp_lifter.channels=128"]
 # name: (overrides, the variant whose trained weights it starts from). HoT fine-tunes the trained model with
-# pruning on (trained from scratch for the same 10 epochs it reached 120.0 mm on validation vs 107.2 unpruned).
+# pruning on (under the earlier 10-epoch budget, pruning from scratch reached 120.0 mm on validation vs 107.2).
 # `sciformer-ft` is its control: the same 4 fine-tuning epochs without pruning, so HoT's accuracy is compared
 # at equal training, not credited with the extra epochs.
 FINE_TUNE = ["train.epochs=4"]
