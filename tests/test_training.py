@@ -169,3 +169,21 @@ def test_diverged_training_stops_with_a_clear_error(tmp_path):
     task.loss = lambda out, batch: (out * float("nan")).mean()
     with pytest.raises(UserError, match="training diverged"):
         fit(task, TRAIN_CFG, tmp_path / "r", seed=0)
+
+
+def test_fingerprint_ignores_display_and_evaluation_only_keys():
+    """A trained member is reused when only progress display or a task's evaluation-only keys (its baselines'
+    settings) changed, and retrained when anything the model depends on changed."""
+    from core.commands import run_fingerprint
+    from core.config import Config
+
+    def fp(values, evaluation_only=("lift.peer", "lift.peer_jobs")):
+        return run_fingerprint(Config("d", values), "train", None, {"train.npz": "abc"}, evaluation_only)
+
+    base = {"train": {"epochs": 3, "progress": "auto"}, "lift": {"peer": {"epochs": 3}, "peer_jobs": 1, "hot": False}}
+    same = {"train": {"epochs": 3, "progress": "never"}, "lift": {"peer": {"epochs": 30}, "peer_jobs": 2, "hot": False}}
+    assert fp(base) == fp(same)
+    assert fp(base) != fp({**base, "lift": {**base["lift"], "hot": True}})              # a model setting
+    assert fp(base) != fp({**base, "train": {"epochs": 4, "progress": "auto"}})
+    assert fp(base, evaluation_only=()) != fp(same, evaluation_only=())                # nothing declared: all count
+    assert fp({"train": {"epochs": 3}}) == fp({"train": {"epochs": 3}})                # keys absent: no error
