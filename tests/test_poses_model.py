@@ -149,20 +149,33 @@ def test_sigma_calibration_hits_coverage():
     assert np.mean(err <= 2.5003 * s * sigma) == pytest.approx(0.9, abs=1e-3)
 
 
-def test_peer_training_keeps_the_best_epoch_and_stops_after_patience():
-    """The mmengine hook that keeps a peer's best validation epoch stops training on our trainer's rule."""
+def test_peer_training_keeps_the_best_epoch_and_stops_after_patience(tmp_path):
+    """A peer's mmengine config stops training on our trainer's rule (mmengine's EarlyStoppingHook, patience
+    epochs without a lower validation MPJPE), and our hook keeps the best epoch's weights, not the last."""
     from types import SimpleNamespace
 
-    from domains.poses.baselines import _KeepBest
+    from mmengine.registry import HOOKS
+
+    from domains.poses.baselines import _KeepBest, build_config
+    section = {"mmpose_videopose3d_27": {"epochs": 30, "batch_size": 8, "channels": 16, "patience": 2}}
+    stopping = [h for h in build_config("mmpose-videopose3d-27", section, tmp_path, 0, None).custom_hooks
+                if h["type"] == "EarlyStoppingHook"]
+    assert len(stopping) == 1
+    stopper = HOOKS.build(stopping[0])
     weights = torch.nn.Linear(2, 1)
-    runner = SimpleNamespace(model=weights, train_loop=SimpleNamespace(stop_training=False))
-    keep = _KeepBest("mlp-lifter", patience=2)
+    runner = SimpleNamespace(model=weights, train_loop=SimpleNamespace(stop_training=False),
+                             logger=SimpleNamespace(info=lambda *a: None))
+    keep = _KeepBest("mmpose-videopose3d-27")
     for epoch, mpjpe in enumerate([0.30, 0.20, 0.25, 0.26, 0.10]):
         with torch.no_grad():
             weights.bias.fill_(epoch)
-        keep.after_val_epoch(runner, {"MPJPE": mpjpe})
+        for hook in (keep, stopper):
+            hook.after_val_epoch(runner, {"MPJPE": mpjpe})
         if runner.train_loop.stop_training:
             break
     assert epoch == 3 and keep.best_epoch == 1 and keep.best == 0.20   # epochs 2, 3 not better: stop
     assert float(keep.state["bias"]) == 1.0                             # the best epoch's weights, not the last
     assert [h["epoch"] for h in keep.history] == [0, 1, 2, 3]
+    unset = {"mmpose_videopose3d_27": {"epochs": 3, "batch_size": 8, "channels": 16}}   # no patience: all epochs
+    assert not [h for h in build_config("mmpose-videopose3d-27", unset, tmp_path, 0, None).get("custom_hooks", [])
+                if h["type"] == "EarlyStoppingHook"]

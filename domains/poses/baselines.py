@@ -111,6 +111,10 @@ def build_config(method: str, section: Mapping[str, Any], folder: Path, seed: in
     cfg.train_cfg = dict(by_epoch=True, max_epochs=int(opts["epochs"]), val_interval=1)
     cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=-1, save_last=False)   # we keep the best
     cfg.default_hooks.logger = dict(type="LoggerHook", interval=100)
+    if opts.get("patience"):   # mmengine's own early stopping, on our trainer's rule: any lower MPJPE is better
+        cfg.custom_hooks = [*cfg.get("custom_hooks", []),
+                            dict(type="EarlyStoppingHook", monitor="MPJPE", rule="less", min_delta=0.0,
+                                 patience=int(opts["patience"]))]
     cfg.visualizer.vis_backends = [dict(type="LocalVisBackend")]
     cfg.randomness = dict(seed=int(seed))
     cfg.work_dir = str(folder / "work")
@@ -119,11 +123,11 @@ def build_config(method: str, section: Mapping[str, Any], folder: Path, seed: in
 
 
 class _KeepBest(Hook):
-    """mmengine hook: the weights of the epoch with the lowest validation MPJPE, kept in memory; training stops
-    after `patience` epochs without a new best (the rule our trainer uses, so both stop on the same evidence)."""
+    """mmengine hook: the weights of the epoch with the lowest validation MPJPE, kept in memory, and a log line
+    per epoch (stopping after `patience` epochs without a new best is mmengine's EarlyStoppingHook)."""
 
-    def __init__(self, method: str, patience: int | None = None):
-        self.method, self.patience = method, patience
+    def __init__(self, method: str):
+        self.method = method
         self.best, self.best_epoch, self.state, self.history = float("inf"), -1, None, []
 
     def after_val_epoch(self, runner, metrics=None):
@@ -135,9 +139,6 @@ class _KeepBest(Hook):
             self.state = {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
         log.info("%s: epoch %d validation MPJPE %.1f mm (best %.1f at epoch %d)", self.method, epoch,
                  mpjpe * 1000, self.best * 1000, self.best_epoch)
-        if self.patience and epoch - self.best_epoch >= self.patience:
-            log.info("%s: no better validation for %d epochs; stopping", self.method, self.patience)
-            runner.train_loop.stop_training = True
 
 
 def train(method: str, prepared: Path, out_dir: Path, section: Mapping[str, Any], seed: int,
@@ -157,7 +158,7 @@ def train(method: str, prepared: Path, out_dir: Path, section: Mapping[str, Any]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         runner = Runner.from_cfg(cfg)
-        keep = _KeepBest(method, peer_settings(section, method).get("patience"))
+        keep = _KeepBest(method)
         runner.register_hook(keep, priority="LOW")
         runner.train()
     if keep.state is None:
