@@ -110,6 +110,11 @@ def _terminate(signum, frame):
     raise SystemExit(128 + signum)  # unwinds like an exception: staged outputs are removed on the way out
 
 
+def configure_logging(level: int) -> None:
+    """The command's log lines; a spawned worker process calls it too, or its lines are lost."""
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     signal.signal(signal.SIGTERM, _terminate)
@@ -118,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         level = logging.ERROR if args.quiet else (logging.DEBUG if args.verbose > 1 else
                                                    logging.INFO if args.verbose else logging.WARNING)
-        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+        configure_logging(level)
         if not args.verbose:  # library chatter (pandas, numpy, sklearn) is not for users; -v shows it
             warnings.filterwarnings("ignore")
             warnings.filterwarnings("default", message="attention backend")  # ours: a slower fallback
