@@ -50,16 +50,20 @@ def log(text: str) -> None:
     print(text, flush=True)
 
 
-def validation_mpjpe(run: Path) -> list[float]:
+def member_metas(run: Path) -> list[dict]:
     members = json.loads((run / "run.json").read_text())["members"]
-    return [json.loads((run / m / "meta.json").read_text())["best_val_mpjpe_mm"] for m in members]
+    return [json.loads((run / m / "meta.json").read_text()) for m in members]
+
+
+def validation_mpjpe(run: Path) -> list[float]:
+    return [meta["best_val_mpjpe_mm"] for meta in member_metas(run)]
 
 
 def validation_rows(prepared: Path, ours: dict[str, Path]) -> list[dict]:
     """Where each model stopped: best validation MPJPE (mm), its epoch and the epochs trained (ours: member 0)."""
     stops = {}
     for name, run in ours.items():
-        meta = json.loads((run / json.loads((run / "run.json").read_text())["members"][0] / "meta.json").read_text())
+        meta = member_metas(run)[0]
         epochs = [h for h in meta["history"] if h["epoch"] >= 0]
         best = min(epochs, key=lambda h: h["val_mpjpe_mm"])
         stops[name] = (best["val_mpjpe_mm"], best["epoch"], len(epochs))
