@@ -64,12 +64,20 @@ def test_committed_examples_are_unseen_voices_and_prompts():
 
 
 def test_classify_rows_compare_with_both_baselines(audio, tmp_path):
+    from core.runs import load_members_from
+    from domains.audio.classify import LOGREG_C
     dom, smoke, root = audio
     cfg = dom.config(None, [*smoke, "task=classify"])
     task = dom.task_of(cfg)
     members = train(task, cfg, root / "prepared", root / "classify")
+    calibration = task.calibrate(cfg, root / "prepared", members)    # what `train` does after the last member
+    pool = calibration["mfcc_pool"]
+    losses = pool["val_log_loss"]
+    assert losses[pool["weight"]] == min(losses.values()) and pool["C"] in LOGREG_C
+    members = load_members_from(task, [root / "classify"], torch.device("cpu"), calibration)
     rows, per_clip = task.evaluate(cfg, root / "prepared", members)
-    assert {r["method"] for r in rows} == {"sciformer", "mfcc-logreg", "mel-cnn"}
+    pooled = {"sciformer-encoder"} if pool["weight"] < 1 else set()   # the networks alone, beside the pool
+    assert {r["method"] for r in rows} == {"sciformer", "mfcc-logreg", "mel-cnn"} | pooled
     assert {r["metric"] for r in rows} == {"accuracy", "log_loss"}
     assert all(0 <= r["value"] <= 1 for r in rows if r["metric"] == "accuracy")
     assert len(per_clip) == rows[0]["clips"] and set(per_clip.voice) == set(members[0].metadata["task"]["classes"])

@@ -132,20 +132,32 @@ def classify_loss(out: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
     return nn.functional.cross_entropy(out.float(), batch["y"])
 
 
-def fit_logreg(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, seed: int):
-    """MFCC statistics + standardized logistic regression; C by validation log-loss, then refit on train+val."""
+LOGREG_C = (0.01, 0.1, 1.0, 10.0)
+
+
+def logreg(c: float, seed: int):
+    """Standardized multinomial logistic regression (the MFCC baseline's model)."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import log_loss
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000, random_state=seed))
 
-    def model(c):
-        return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000, random_state=seed))
+
+def fit_logreg(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, seed: int):
+    """MFCC statistics + standardized logistic regression; C by validation log-loss (fit on train), then refit
+    on train+val. Returns (refit model, C, the train-only fit's validation probabilities at that C)."""
+    from sklearn.metrics import log_loss
     labels = np.arange(int(max(train_y.max(), val_y.max())) + 1)
-    scores = {c: log_loss(val_y, model(c).fit(train_x, train_y).predict_proba(val_x), labels=labels)
-              for c in (0.01, 0.1, 1.0, 10.0)}
+    val_proba = {}
+    for c in LOGREG_C:
+        fitted = logreg(c, seed).fit(train_x, train_y)
+        proba = fitted.predict_proba(val_x)
+        val_proba[c] = np.zeros((len(val_x), len(labels)), proba.dtype)   # sklearn's sum check is per dtype
+        val_proba[c][:, fitted.classes_] = proba
+    scores = {c: log_loss(val_y, p, labels=labels) for c, p in val_proba.items()}
     best = min(scores, key=scores.get)
-    return model(best).fit(np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y])), best
+    final = logreg(best, seed).fit(np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y]))
+    return final, best, val_proba[best]
 
 
 def accuracy(y: np.ndarray, proba: np.ndarray) -> float:

@@ -5,8 +5,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from core.domain import TrainingTask
+from core.runs import member_outputs
 from domains.audio import corpus as C
 from domains.audio.classify import ClipClassifier, FeatureCollate, MelCNN, classify_loss, log_mel
 from domains.audio.prepare import load_prepared, music_split
@@ -65,3 +67,12 @@ def build_classify_task(cfg, prepared: Path, seed: int, cnn: bool = False) -> Tr
                         val_data=fold_examples(manifest, clips, meta["classes"], "val"),
                         collate=collate_for(meta, aug, seed, layout), val_collate=collate_for(meta, None, seed, layout),
                         loss=classify_loss, metadata=meta, val_metric="val_cross_entropy")
+
+
+def encoder_probabilities(members, examples: list[dict], batch: int = 32) -> np.ndarray:
+    """The trained networks' ensemble-mean class probabilities [N, K] (no stacking: see classify_pool)."""
+    meta = members[0].metadata["task"]
+    layout = "image" if meta["kind"] == "classify-cnn" else "packed"
+    logits = member_outputs(members, examples, collate_for(meta, layout=layout), batch,
+                            empty_shape=(0, len(meta["classes"])))
+    return np.mean([torch.softmax(torch.from_numpy(x), -1).numpy() for x in logits], 0)

@@ -17,11 +17,11 @@ import pandas as pd
 import torch
 
 from core.metrics import metric_rows
-from core.runs import member_outputs
 from domains.audio import baselines as B
 from domains.audio import classify as CL
 from domains.audio import streaming as ST
-from domains.audio.classify_task import collate_for, fold_examples
+from domains.audio.classify_pool import class_probabilities, pooled
+from domains.audio.classify_task import encoder_probabilities, fold_examples
 from domains.audio.metrics import Dnsmos, quality
 from domains.audio.prepare import TEST, VAL, load_mixtures, load_prepared
 
@@ -106,25 +106,21 @@ def evaluate_enhance(cfg, prepared: Path, members, progress=None) -> tuple[list[
     return rows, pd.DataFrame(records)
 
 
-def class_probabilities(members, examples: list[dict], batch: int = 32) -> np.ndarray:
-    meta = members[0].metadata["task"]
-    layout = "image" if meta["kind"] == "classify-cnn" else "packed"
-    logits = member_outputs(members, examples, collate_for(meta, layout=layout), batch,
-                            empty_shape=(0, len(meta["classes"])))
-    return np.mean([torch.softmax(torch.from_numpy(x), -1).numpy() for x in logits], 0)
-
-
 def evaluate_classify(cfg, prepared: Path, members, cnn_members=None) -> tuple[list[dict], pd.DataFrame]:
     manifest, clips, sr = load_prepared(prepared)
     meta = members[0].metadata["task"]
     classes = meta["classes"]
     test = fold_examples(manifest, clips, classes, "test")
     y = np.array([e["y"] for e in test])
-    probs = {"sciformer": class_probabilities(members, test)}
     feats = {f: np.stack([CL.mfcc_stats(e["audio"], sr) for e in fold_examples(manifest, clips, classes, f)])
              for f in ("train", "val", "test")}
+    networks = encoder_probabilities(members, test)
+    mfcc_pool = (members[0].metadata.get("calibration") or {}).get("mfcc_pool")
+    probs = {"sciformer": pooled(mfcc_pool, networks, [], sr, feats["test"])}
+    if probs["sciformer"] is not networks:        # the networks alone, to show what pooling adds
+        probs["sciformer-encoder"] = networks
     labels = {f: np.array([e["y"] for e in fold_examples(manifest, clips, classes, f)]) for f in ("train", "val")}
-    logreg, c = CL.fit_logreg(feats["train"], labels["train"], feats["val"], labels["val"], int(cfg["seed"]))
+    logreg, c, _ = CL.fit_logreg(feats["train"], labels["train"], feats["val"], labels["val"], int(cfg["seed"]))
     probs["mfcc-logreg"] = logreg.predict_proba(feats["test"])
     if cnn_members:
         probs["mel-cnn"] = class_probabilities(cnn_members, test)

@@ -78,7 +78,7 @@ def classify_file(members, path: Path, info: dict) -> np.ndarray:
     import librosa
     import soundfile as sf
 
-    from domains.audio.evaluate import class_probabilities
+    from domains.audio.classify_pool import class_probabilities
     meta = members[0].metadata["task"]
     seg = int(CLASSIFY_SEGMENT_S * info["sample_rate"])
     probs, weights = [], []

@@ -105,6 +105,11 @@ class ClassifyTask(_AudioTask):
         from domains.audio.classify_task import build_model
         return build_model(metadata)
 
+    def calibrate(self, cfg, prepared, members):
+        """The MFCC-statistics stack (classify.pool_mfcc), chosen on the validation clips."""
+        from domains.audio.classify_pool import calibrate_classify
+        return calibrate_classify(cfg, Path(prepared), members)
+
     def evaluate(self, cfg, prepared, members):
         """The model, MFCC statistics + logistic regression, and the log-mel CNN (trained here, by the core
         trainer on the same crops and augmentation, for classify.cnn_epochs)."""
