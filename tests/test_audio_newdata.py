@@ -155,3 +155,23 @@ def test_classify_gives_probabilities_and_uncertainty(recordings, tmp_path):
     assert set(ok.label) <= {"a", "b", "c"}
     assert not table.loc["silence.wav", "label"] and pd.isna(table.loc["silence.wav", "p_a"])
     assert len(pd.read_csv(out)) == len(EXPECTED)
+
+
+def test_classify_prediction_uses_the_runs_mfcc_pool(recordings, tmp_path):
+    """With the run's MFCC pool at weight 0, a file's probabilities are the stored regression's on its MFCC
+    statistics: `predict` goes through the same pooled path as `evaluate`."""
+    import soundfile as sf
+
+    from domains.audio.classify import mfcc_stats
+    from domains.audio.classify_pool import mfcc_probabilities
+    rng = np.random.default_rng(0)
+    pool = {"weight": 0.0, "mean": [0.0] * 80, "scale": [10.0] * 80, "classes": [0, 1, 2],
+            "coef": rng.normal(size=(3, 80)).tolist(), "intercept": [0.0, 0.1, -0.1]}
+    members = classifier_members()
+    members[0].metadata["calibration"] = {"mfcc_pool": pool}
+    table = predict("classify", members, recordings, tmp_path / "out.csv").set_index("id")
+    audio, sr = sf.read(recordings / "mono8k.wav", dtype="float32")
+    expected = mfcc_probabilities(pool, mfcc_stats(audio, sr)[None], 3)[0]
+    np.testing.assert_allclose(table.loc["mono8k.wav", ["p_a", "p_b", "p_c"]].to_numpy(float), expected, atol=1e-6)
+    unpooled = predict("classify", classifier_members(), recordings, tmp_path / "plain.csv").set_index("id")
+    assert not np.allclose(unpooled.loc["mono8k.wav", ["p_a", "p_b", "p_c"]].to_numpy(float), expected, atol=1e-3)

@@ -133,8 +133,8 @@ def enhance_items(members, items: list[tuple[Path, str]], out, used: set[str]) -
 
 
 def classify_items(members, items: list[tuple[Path, str]]) -> pd.DataFrame:
-    """One row per item: label, class probabilities and uncertainty (normalized entropy of the ensemble's
-    mean probabilities: 0 = certain, 1 = uniform)."""
+    """One row per item: label, class probabilities and uncertainty (normalized entropy of the model's
+    probabilities, the networks' mean pooled with the run's MFCC regression: 0 = certain, 1 = uniform)."""
     classes = members[0].metadata["task"]["classes"]
     rows = []
     for path, item_id in items:
