@@ -12,6 +12,7 @@ from pathlib import Path
 
 from core import domain as registry
 from core.errors import UserError
+from core.logs import configure_logging
 
 log = logging.getLogger("sciformer")
 
@@ -108,11 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _terminate(signum, frame):
     raise SystemExit(128 + signum)  # unwinds like an exception: staged outputs are removed on the way out
-
-
-def configure_logging(level: int) -> None:
-    """The command's log lines; a spawned worker process calls it too, or its lines are lost."""
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -175,8 +175,13 @@ def cmd_train(args) -> int:
     else:  # members in parallel processes, one torch thread each (spawn: no forked torch state)
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for future in [pool.submit(train_member, *c, progress=False) for c in call]:
+
+        from core.logs import configure_logging
+        # workers print plain progress lines (their bars would share one terminal) and log at our level
+        shown = "lines" if _progress(args, cfg) else False
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=configure_logging,
+                                 initargs=(logging.getLogger().getEffectiveLevel(),)) as pool:
+            for future in [pool.submit(train_member, *c, progress=shown) for c in call]:
                 future.result()
     calibrated = None
     (args.output / CALIBRATION_FILE).unlink(missing_ok=True)

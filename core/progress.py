@@ -15,11 +15,13 @@ class Progress:
     """`update(n)`, `set_postfix(**values)`, `close()`; as a context manager too."""
 
     def __init__(self, total: int | None, desc: str, unit: str, enabled: bool = True, initial: int = 0,
-                 stream=None, every_s: float = LINE_EVERY_S):
+                 stream=None, every_s: float = LINE_EVERY_S, lines_only: bool = False):
+        """lines_only: plain lines even on a terminal (parallel worker processes share one: their bars would
+        overwrite each other)."""
         stream = stream or sys.stderr
         self.desc, self.unit, self.total, self.done = desc, unit, total, initial
         self.enabled, self.every_s, self.postfix, self.stream = enabled, every_s, "", stream
-        self.terminal = enabled and hasattr(stream, "isatty") and stream.isatty()
+        self.terminal = enabled and not lines_only and hasattr(stream, "isatty") and stream.isatty()
         self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False, file=stream) \
             if self.terminal else None
         self.start = self.last = time.monotonic()

@@ -181,8 +181,9 @@ def fit(task: TrainingTask, train_cfg: Mapping[str, Any], run_dir: Path, seed: i
     if rank.world > 1:  # independent dropout masks per rank (the shuffle generator above stays shared)
         torch.manual_seed(seed + 7919 * rank.rank)
     trained = distributed.wrap(model, rank, device)
+    shown = train_cfg.get("progress", True)     # True, False, or "lines" (a worker of `train -j`)
     bar = Progress(total, f"train {run_dir.name}", "step", initial=progress["step"],
-                   enabled=bool(train_cfg.get("progress", True)) and rank.main)
+                   enabled=bool(shown) and rank.main, lines_only=shown == "lines")
     start = time.perf_counter()
     for epoch in range(progress["epoch"], epochs):
         if progress["step"] >= total:

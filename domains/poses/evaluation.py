@@ -44,7 +44,7 @@ def _median_time(fn: Callable[[], Any], repeats: int = 3) -> float:
 
 def _train_peer(level: int, *args, **kwargs) -> None:
     """One peer in a spawned process: the parent's log level, so its per-epoch lines reach the log."""
-    from core.cli import configure_logging
+    from core.logs import configure_logging
     configure_logging(level)
     baselines.train(*args, **kwargs)
 
