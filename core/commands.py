@@ -118,8 +118,9 @@ def _reusable(member: Path, fingerprint: str) -> bool:
 
 
 def train_member(domain: str, config: str | None, overrides: list[str], prepared: Path, member: Path,
-                 stage: str, init: Path | None, k: int, fingerprint: str, progress: bool) -> None:
-    """Train ensemble member k (seed + k). Top-level so a worker process can run it."""
+                 stage: str, init: Path | None, k: int, fingerprint: str, progress: bool | str) -> None:
+    """Train ensemble member k (seed + k). Top-level so a worker process can run it. progress: True, False,
+    or "lines" (plain lines even on a terminal: a worker of `train -j`)."""
     from core.train import fit, seed_everything
     dom = registry.get_domain(domain)
     cfg = dom.config(config, overrides)

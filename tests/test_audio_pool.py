@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from domains.audio import classify_pool as P
 from domains.audio.classify import logreg
@@ -53,11 +54,17 @@ def test_pooling_edges():
     assert P.pooled({"weight": 1.0}, p, [], 8000) is p
 
 
-def test_class_absent_from_training_gets_zero():
-    missing = 1
+@pytest.mark.parametrize("missing", [(1,), (0, 2)])     # one class absent; two absent (a binary regression)
+def test_classes_absent_from_training_get_zero(missing):
     rng = np.random.default_rng(3)
-    x, y = features(rng, 90)
-    keep = y != missing
-    pool = P.fit_pool({"train": x[keep], "val": x[keep][:20]}, {"train": y[keep], "val": y[keep][:20]},
-                      np.full((20, 3), 1 / 3), 0)
-    assert np.all(P.mfcc_probabilities(pool, x[:5], 3)[:, missing] == 0)
+    x, y = features(rng, 200, k=4)
+    keep = ~np.isin(y, missing)
+    xt, yt = x[keep][:70], y[keep][:70]
+    xv, yv = x[keep][70:], y[keep][70:]
+    pool = P.fit_pool({"train": xt, "val": xv}, {"train": yt, "val": yv}, np.full((len(yv), 4), 1 / 4), 0)
+    got = P.mfcc_probabilities(pool, x[:10], 4)
+    ref = logreg(pool["C"], 0).fit(np.concatenate([xt, xv]), np.concatenate([yt, yv]))
+    expected = np.zeros((10, 4))
+    expected[:, ref.classes_] = ref.predict_proba(x[:10])
+    np.testing.assert_allclose(got, expected, atol=1e-9)
+    assert np.all(got[:, list(missing)] == 0)

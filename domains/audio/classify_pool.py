@@ -51,9 +51,12 @@ def fit_pool(feats: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray], 
         mfcc_val = np.pad(mfcc_val, ((0, 0), (0, k - mfcc_val.shape[1])))
     w, losses = choose_weight(labels["val"], p_val, mfcc_val)
     scaler, lr = final[0], final[1]
+    coef, intercept = lr.coef_, lr.intercept_
+    if len(lr.classes_) == 2:      # sklearn fits two classes as one sigmoid: the softmax of [0, z] is the same
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
     return {"weight": w, "C": c, "val_log_loss": dict(zip([float(v) for v in WEIGHTS], losses)),
             "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(), "classes": lr.classes_.tolist(),
-            "coef": lr.coef_.tolist(), "intercept": lr.intercept_.tolist()}
+            "coef": coef.tolist(), "intercept": intercept.tolist()}
 
 
 def mfcc_probabilities(mfcc_pool: Mapping[str, Any], feats: np.ndarray, n_classes: int) -> np.ndarray:

@@ -20,7 +20,7 @@ from core.metrics import metric_rows
 from domains.audio import baselines as B
 from domains.audio import classify as CL
 from domains.audio import streaming as ST
-from domains.audio.classify_pool import class_probabilities, pooled
+from domains.audio.classify_pool import pooled
 from domains.audio.classify_task import encoder_probabilities, fold_examples
 from domains.audio.metrics import Dnsmos, quality
 from domains.audio.prepare import TEST, VAL, load_mixtures, load_prepared
@@ -123,7 +123,7 @@ def evaluate_classify(cfg, prepared: Path, members, cnn_members=None) -> tuple[l
     logreg, c, _ = CL.fit_logreg(feats["train"], labels["train"], feats["val"], labels["val"], int(cfg["seed"]))
     probs["mfcc-logreg"] = logreg.predict_proba(feats["test"])
     if cnn_members:
-        probs["mel-cnn"] = class_probabilities(cnn_members, test)
+        probs["mel-cnn"] = encoder_probabilities(cnn_members, test)     # a baseline: never pooled
     rows = []
     for method, p in probs.items():
         rows += metric_rows("classify", dataset_name(sr), "unseen-prompts", method,

@@ -74,7 +74,8 @@ def enhance_file(members, path: Path, out_path: Path, info: dict, levels: dict, 
 
 
 def classify_file(members, path: Path, info: dict) -> np.ndarray:
-    """Mean class probabilities of one recording (channels averaged to mono; long files in segments)."""
+    """Class probabilities of one recording (channels averaged to mono; files longer than 60 s in segments, each
+    pooled with the run's MFCC regression, averaged weighted by length)."""
     import librosa
     import soundfile as sf
 

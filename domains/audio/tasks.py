@@ -96,6 +96,9 @@ class EnhanceTask(_AudioTask):
 class ClassifyTask(_AudioTask):
     name = "classify"
     description = "speech clip -> voice/language (5 classes) with probabilities, on packed log-mel frames"
+    # read after the networks train (the pool is refitted by every `train`; the CNN baseline lives in evaluate):
+    # changing them must not retrain the members
+    evaluation_only = ("classify.pool_mfcc", "classify.cnn_epochs")
 
     def build_training(self, cfg, prepared, stage, init, seed):
         from domains.audio.classify_task import build_classify_task
@@ -106,7 +109,7 @@ class ClassifyTask(_AudioTask):
         return build_model(metadata)
 
     def calibrate(self, cfg, prepared, members):
-        """The MFCC-statistics stack (classify.pool_mfcc), chosen on the validation clips."""
+        """The MFCC-statistics pool (classify.pool_mfcc), chosen on the validation clips."""
         from domains.audio.classify_pool import calibrate_classify
         return calibrate_classify(cfg, Path(prepared), members)
 
