@@ -3,6 +3,7 @@ domain of workflows/config.test.yaml for real (metrics with baselines, a predict
 new domain joins the workflow with one line of config. Runs in a copy of the repository so the checkout's
 results/ is never touched."""
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -110,4 +111,20 @@ def test_a_run_can_train_each_member_with_ddp(workdir, tmp_path):
     forecast, = [line for line in train if "/forecast/" in line]
     classify, = [line for line in train if "/classify/" in line]
     assert "--nproc 3" in forecast and " -j " not in forecast
-    assert "-j 2" in classify and "--nproc" not in classify
+    assert "-j 2" in classify and "--nproc" not in classify     # classify.train.ensemble: 3 -> 2 at a time
+
+
+def test_one_member_runs_ask_for_one_core(workdir, tmp_path):
+    """A run whose resolved config trains one member gets one thread, so two such runs train side by side on
+    2 cores (each used to ask for 2 and wait for the other)."""
+    config = tmp_path / "members.yaml"
+    config.write_text(yaml.safe_dump({**TEST_CONFIG, "domains": {"timeseries": {"runs": {
+        "forecast": {}, "classify": {"set": ["data.dataset=japanesevowels", "classify.train.ensemble=1"]}}}}}))
+    out = snakemake(workdir, "-n", "-c2", f"--configfile={config}", "timeseries").stdout
+    threads = {}
+    for block in out.split("\nrule ")[1:] + out.split("\nlocalrule ")[1:]:
+        if block.startswith("train:"):
+            run = "forecast" if "/forecast/" in block else "classify"
+            found = re.search(r"^\s+threads: (\d+)", block, re.M)
+            threads[run] = int(found.group(1)) if found else 1
+    assert threads == {"forecast": 1, "classify": 1}, out[-3000:]

@@ -2,6 +2,7 @@
 # comes from workflows/config.yaml (one entry per domain) and from the domains themselves (their tasks,
 # stages and output kinds, read through the registry). Rules stay thin: each calls the `sciformer` CLI, so a
 # workflow run and a stand-alone `sciformer predict` share one code path.
+import functools
 import shlex
 from pathlib import Path
 
@@ -57,9 +58,21 @@ def run_args(wildcards):
     return " ".join(shlex.quote(a) for a in args)
 
 
+@functools.cache
+def ensemble_size(domain, run):
+    """Members of the run's final stage, from its resolved config (the domain's defaults, the run's --config
+    and --set), exactly as `sciformer train` will read them."""
+    rs = RUNS[(domain, run)]
+    dom = get_domain(domain)
+    cfg = dom.config(rs["config"] or None, [f"task={rs['task']}", *rs["set"]])
+    task = dom.task_of(cfg)
+    return int(task.train_settings(cfg, task.stages[-1])["ensemble"])
+
+
 def train_threads(wildcards):
-    """The final stage's processes: `nproc` (DDP per member) or 2 ensemble members side by side."""
-    return RUNS[(wildcards.domain, wildcards.run)]["nproc"] or 2
+    """The final stage's processes: `nproc` (DDP per member), or up to 2 ensemble members side by side; a
+    one-member run asks for one core, so another run's training can use the second."""
+    return RUNS[(wildcards.domain, wildcards.run)]["nproc"] or min(2, ensemble_size(wildcards.domain, wildcards.run))
 
 
 def train_parallelism(wildcards, threads):
