@@ -10,6 +10,8 @@ from the kernel (getrusage of the finished child). Rows: task `predict-memory`, 
 
     python -m benchmarks.memory --run molecules=results/molecules/properties/model --base 2000
     python -m benchmarks.memory --run molecules=RUN --base 200 --input moses-test.csv   # distinct molecules
+    python -m benchmarks.memory --run molecules=results/molecules/properties/model --base 1000 \
+        --input moses-test.csv --chunk-size 10000 --tag default-model       # the workflow's default model
     python -m benchmarks.memory --run tiny=RUN --base 1000            # with SCIFORMER_DOMAIN_PATH=tests/example_domains
 """
 from __future__ import annotations
@@ -64,8 +66,9 @@ def peak_rss_mb(cmd: list[str]) -> tuple[float, float]:
 
 
 def measure(domain: str, run: Path, base: int, factors: list[int], chunk: int,
-            source: Path | None = None) -> list[dict]:
+            source: Path | None = None, tag: str = "") -> list[dict]:
     task = get_domain(domain).task(run_info(run).get("task"))
+    dataset = f"{domain}-{task.name}" + (f"-{tag}" if tag else "")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -77,9 +80,9 @@ def measure(domain: str, run: Path, base: int, factors: list[int], chunk: int,
             mb, seconds = peak_rss_mb([sys.executable, "-m", "core.cli", "-q", "predict", "-d", domain, "-i",
                                        str(scaled), "-o", str(out), "--model", str(run), "--chunk-size", str(chunk)])
             extra = {"chunk_size": chunk, "input": source.name if source else "example input, repeated"}
-            rows += [{"task": "predict-memory", "dataset": f"{domain}-{task.name}", "split": f"{n}-items",
+            rows += [{"task": "predict-memory", "dataset": dataset, "split": f"{n}-items",
                       "method": "sciformer", "metric": "peak_rss_mb", "value": mb, **extra},
-                     {"task": "predict-memory", "dataset": f"{domain}-{task.name}", "split": f"{n}-items",
+                     {"task": "predict-memory", "dataset": dataset, "split": f"{n}-items",
                       "method": "sciformer", "metric": "items_per_s", "value": n / seconds, **extra}]
             print(f"{domain}/{task.name}: {n} items, peak {mb:.0f} MB, {n / seconds:.0f} items/s", flush=True)
     return rows
@@ -94,12 +97,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--chunk-size", type=int, default=1000, help="rows per batch (predict --chunk-size)")
     parser.add_argument("--input", type=Path, help="a table of distinct items to take the rows from (tables only; "
                                                    "default: the task's example input, repeated)")
+    parser.add_argument("--tag", default="", help="appended to the rows' dataset (<domain>-<task>-<tag>), so that "
+                                                 "rows of another model (e.g. default-model) do not replace these")
     parser.add_argument("--commit", action="store_true", help="also write benchmarks/results/memory-<machine>.json")
     args = parser.parse_args(argv)
     rows = []
     for item in args.run:
         domain, _, run = item.partition("=")
-        rows += measure(domain, Path(run), args.base, args.factors, args.chunk_size, args.input)
+        rows += measure(domain, Path(run), args.base, args.factors, args.chunk_size, args.input, args.tag)
     print_table(rows, ("peak_rss_mb",))
     write_rows("memory", rows, args.commit)
     return rows
