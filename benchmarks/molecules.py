@@ -162,12 +162,12 @@ def moses_input(n: int, path: Path, source: str = "test", replace: bool = False)
     return path
 
 
-def watched_predict(model: Path, src: Path, dst: Path, threads: int) -> dict:
+def watched_predict(model: Path, src: Path, dst: Path, threads: int, jobs: int = 1) -> dict:
     """`sciformer predict` as a user runs it: seconds, peak RSS (MiB) and seconds until the first output row
     reaches the (temporary, renamed at the end) output file."""
     env = {**os.environ, **ONE_THREAD, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "core.cli", "-q", "predict", "-d", "molecules", "-i", str(src), "-o", str(dst),
-           "--model", str(model), "--set", f"train.threads={threads}"]
+           "--model", str(model), "--set", f"train.threads={threads}", "-j", str(jobs)]
     first, t0 = None, time.perf_counter()
     with open(dst.with_suffix(".log"), "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
@@ -203,16 +203,17 @@ def throughput_rows(model: Path, chemprop_work: Path | None, n: int, threads: li
     return rows
 
 
-def million_rows(model: Path, out: Path, sizes=(100_000, 1_000_000)) -> list[dict]:
-    """Streaming at scale: molecules/s, peak RSS (flat with input size if prediction streams) and time to the
-    first output row, for 100k and 1M MOSES training SMILES (sampled with replacement beyond 1.58M)."""
+def million_rows(model: Path, out: Path, sizes=(100_000, 1_000_000), jobs: int = 1) -> list[dict]:
+    """Streaming at scale: molecules/s, peak RSS of the largest process (flat with input size if prediction
+    streams) and time to the first output row, for 100k and 1M MOSES training SMILES (sampled with replacement
+    beyond 1.58M); `jobs` worker processes (`predict -j`), one thread each."""
     rows = []
     for n in sizes:
         src = moses_input(n, out / f"million_{n}.csv", source="train")
-        got = watched_predict(model, src, out / f"million_{n}_out.csv", threads=1)
+        got = watched_predict(model, src, out / f"million_{n}_out.csv", threads=1, jobs=jobs)
         split = f"{n}-molecules"
         rows += [{"task": "predict-scale", "dataset": "moses-train", "split": split, "method": "sciformer",
-                  "metric": metric, "value": value, "threads": 1}
+                  "metric": metric, "value": value, "threads": 1, "jobs": jobs}
                  for metric, value in (("molecules_per_s", n / got["seconds"]), ("peak_rss_mib", got["peak_rss_mib"]),
                                        ("first_row_s", got["first_row_s"]))]
     return rows
@@ -234,6 +235,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--throughput", type=int, default=5000, help="molecules for the speed rows (0: skip)")
     parser.add_argument("--threads", type=int, nargs="*", default=[1, 2], help="thread counts for the speed rows")
     parser.add_argument("--million", action="store_true", help="also the 100k and 1M-row streaming runs")
+    parser.add_argument("--million-jobs", type=int, default=1, help="predict -j for the streaming runs")
     parser.add_argument("--tiny", action="store_true", help="seconds-scale settings (smoke test)")
     parser.add_argument("--out", type=Path, default=OUT, help="work folder")
     parser.add_argument("--rows", type=Path, default=None, help="write rows here instead of results/molecules")
@@ -265,7 +267,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows += throughput_rows(first / "model", first if args.chemprop else None, args.throughput, args.threads,
                                 args.out)
     if args.million:
-        rows += million_rows(first / "model", args.out)
+        rows += million_rows(first / "model", args.out, jobs=args.million_jobs)
     rows += summarize(rows) + paired_differences(rows)
     print_table([r for r in rows if r["metric"] in ("rmse", "rmse_cliffs", "rmse_diff")])
     print_table([r for r in rows if r["task"].startswith("predict-")])
