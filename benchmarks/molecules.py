@@ -162,6 +162,16 @@ def moses_input(n: int, path: Path, source: str = "test", replace: bool = False)
     return path
 
 
+def _first_rows_written(dst: Path) -> bool:
+    """Whether `predict` has written its first rows to dst's staging folder (`.<name>.partial-*/<name>`, renamed
+    into place at the end): the header alone is under 200 bytes."""
+    try:
+        return any(f.is_file() and f.stat().st_size > 200
+                   for staging in dst.parent.glob(f".{dst.name}.partial-*") for f in staging.iterdir())
+    except FileNotFoundError:    # the staging folder was just renamed into place: the command is finishing
+        return False
+
+
 def watched_predict(model: Path, src: Path, dst: Path, threads: int, jobs: int = 1) -> dict:
     """`sciformer predict` as a user runs it: seconds, peak RSS (MiB) and seconds until the first output row
     reaches the (temporary, renamed at the end) output file."""
@@ -175,7 +185,7 @@ def watched_predict(model: Path, src: Path, dst: Path, threads: int, jobs: int =
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            if first is None and any(p.stat().st_size > 200 for p in dst.parent.glob(f".{dst.name}.*")):
+            if first is None and _first_rows_written(dst):
                 first = time.perf_counter() - t0
             time.sleep(0.05)
         seconds = time.perf_counter() - t0
