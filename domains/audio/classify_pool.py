@@ -29,13 +29,10 @@ def pool(p_model: np.ndarray, p_mfcc: np.ndarray, w: float) -> np.ndarray:
     return p / p.sum(1, keepdims=True)
 
 
-def mean_log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-15, 1.0))))
-
-
 def choose_weight(y: np.ndarray, p_model: np.ndarray, p_mfcc: np.ndarray) -> tuple[float, list[float]]:
     """The pooling weight with the lowest validation log-loss (ties: the larger weight) and every weight's loss."""
-    losses = [mean_log_loss(y, pool(p_model, p_mfcc, w)) for w in WEIGHTS]
+    from domains.audio.classify import log_loss
+    losses = [log_loss(y, pool(p_model, p_mfcc, w)) for w in WEIGHTS]
     best = min(losses)
     return float(max(w for w, loss in zip(WEIGHTS, losses) if loss <= best + 1e-12)), losses
 

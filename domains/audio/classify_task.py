@@ -5,9 +5,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from core.domain import TrainingTask
+from core.ensemble import class_probabilities
 from core.runs import member_outputs
 from domains.audio import corpus as C
 from domains.audio.classify import ClipClassifier, FeatureCollate, MelCNN, classify_loss, log_mel
@@ -75,4 +75,4 @@ def encoder_probabilities(members, examples: list[dict], batch: int = 32) -> np.
     layout = "image" if meta["kind"] == "classify-cnn" else "packed"
     logits = member_outputs(members, examples, collate_for(meta, layout=layout), batch,
                             empty_shape=(0, len(meta["classes"])))
-    return np.mean([torch.softmax(torch.from_numpy(x), -1).numpy() for x in logits], 0)
+    return class_probabilities(logits)
