@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -66,6 +67,7 @@ def predict_file(domain: Domain, run_dir: Path, input_path: Path, output_path: P
         raise UserError(f"--on-invalid must be one of {', '.join(ON_INVALID)}, got {on_invalid!r}")
     task, reader, model_meta = prepare_prediction(domain, run_dir, input_path, output_path, config)
     task.on_invalid = on_invalid
+    no_shape_cache()
     dev = pick_device(device)
     if dev.type == "cpu":
         configure_threads(threads)
@@ -127,19 +129,45 @@ def _predictions(task: Task, members, reader: Reader, input_path: Path, size: in
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
                              initargs=(task.domain.name, task.name, str(run_dir), str(device))) as pool:
         pending = []
-        for batch in batches:
-            pending.append((batch, pool.submit(_worker_predict, batch)))
-            if len(pending) >= 2 * jobs:
-                done_batch, future = pending.pop(0)
+        try:
+            for batch in batches:
+                pending.append((batch, pool.submit(_worker_predict, batch)))
+                if len(pending) >= 2 * jobs:
+                    done_batch, future = pending.pop(0)
+                    yield done_batch, future.result()
+            for done_batch, future in pending:
                 yield done_batch, future.result()
-        for done_batch, future in pending:
-            yield done_batch, future.result()
+        except BaseException:  # an error, Ctrl-C or SIGTERM (also one raised while the caller held a batch)
+            _stop_workers(pool)
+            raise
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End the workers now. Why: leaving the pool's block otherwise waits for every batch in flight (minutes
+    at 10,000-row chunks) whose results would be thrown away."""
+    workers = list((pool._processes or {}).values())  # no public way before Python 3.14's terminate_workers;
+    pool.shutdown(wait=False, cancel_futures=True)      # read first: shutdown forgets them
+    for proc in workers:
+        proc.terminate()
+
+
+def no_shape_cache() -> None:
+    """Turn off oneDNN's kernel cache for this process (unless the user set its size).
+
+    Why: oneDNN, behind torch's CPU GELU and convolutions, compiles one kernel per input shape and caches up
+    to 1,024 of them. Training sees few shapes. Prediction over variable-length items sees a new shape almost
+    every batch, so the cache and the heap around it keep growing: molecules, `predict -j 2`, peak 1,292 MiB
+    at 100k rows and 1,726 MiB at 1M. Without the cache the output is identical and a 20k-molecule predict
+    took 3.8 % longer. oneDNN reads the setting at its first kernel, so call this before any model runs.
+    """
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
 
 
 _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(domain_name: str, task_name: str, run_dir: str, device: str) -> None:
+    no_shape_cache()
     import torch
 
     from core.domain import get_domain

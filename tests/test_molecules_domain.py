@@ -41,6 +41,37 @@ def test_invalid_smiles_never_stop_the_run(trained, tmp_path, run_cli, mode, row
         assert (frame.expt_unc.dropna() >= 0).all()  # 2-member ensemble spread
 
 
+
+@pytest.mark.parametrize("on_invalid", ["mark", "skip"])
+def test_worker_processes_keep_input_order(trained, tmp_path, run_cli, on_invalid):
+    """`predict -j 2`: chunks predicted in worker processes come back in input order, identical to one process."""
+    src = tmp_path / "in.csv"
+    smiles = ["CCO", "c1ccccc1O", "", "CC(=O)O", "xyz", "CCN", "CCCl", "C1CC", "OCCO", "CC(C)O", "c1ccncc1",
+              "CCOC", "CCCCO", "ClC(Cl)Cl", "CC#N", "OC1CCCCC1", "CSC"]
+    pd.DataFrame({"id": range(len(smiles)), "smiles": smiles}).to_csv(src, index=False)
+    frames = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"out{jobs}.csv"
+        code, _, err = run_cli("-q", "predict", "-d", "molecules", "-i", src, "-o", out, "--model", trained / "run",
+                               "--chunk-size", "3", "-j", jobs, "--on-invalid", on_invalid)
+        assert code == 0, err
+        frames.append(pd.read_csv(out))
+    serial, parallel = frames
+    assert parallel.id.tolist() == serial.id.tolist() and parallel.status.tolist() == serial.status.tolist()
+    assert len(serial) == (len(smiles) if on_invalid == "mark" else len(smiles) - 3)
+    pd.testing.assert_frame_equal(parallel, serial, atol=1e-6)   # float32 models, same single-thread kernels
+    assert pd.read_json(tmp_path / "out2.csv.meta.json", typ="series")["jobs"] == 2
+
+
+def test_worker_error_stops_the_run_and_leaves_no_output(trained, tmp_path, run_cli):
+    src = tmp_path / "in.csv"
+    pd.DataFrame({"smiles": ["CCO"] * 20 + ["C1CC"] + ["CCN"] * 20}).to_csv(src, index=False)
+    out = tmp_path / "out.csv"
+    code, _, err = run_cli("-q", "predict", "-d", "molecules", "-i", src, "-o", out, "--model", trained / "run",
+                           "--on-invalid", "error", "--chunk-size", "4", "-j", "2")
+    assert code == 2 and "row 21" in err and "C1CC" in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
 def test_on_invalid_error_names_the_row_and_leaves_no_output(trained, tmp_path, run_cli):
     src = tmp_path / "in.csv"
     pd.DataFrame({"smiles": ["CCO", "CCC", "C1CC"]}).to_csv(src, index=False)
