@@ -25,6 +25,18 @@ def r2(y: np.ndarray, p: np.ndarray) -> float:
 REGRESSION_METRICS = {"rmse": rmse, "mae": mae, "r2": r2}
 
 
+def accuracy(y: np.ndarray, proba: np.ndarray) -> float:
+    """Fraction of items whose most probable class (proba [N, C]) is the label y [N] (class indices)."""
+    return float(np.mean(np.asarray(proba).argmax(1) == y))
+
+
+def log_loss(y: np.ndarray, proba: np.ndarray) -> float:
+    """Mean negative log-probability of the true class, probabilities clipped at 1e-15 (one confident miss
+    costs 34.5, not infinity: scikit-learn's former default; it now clips at the float epsilon)."""
+    proba = np.asarray(proba)
+    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-15, 1.0))))
+
+
 def metric_rows(task: str, dataset: str, split: str, method: str, metrics: Mapping[str, float],
                 **extra: Any) -> list[dict]:
     """Benchmark/evaluation rows in the documented convention {task, dataset, split, method, metric, value,

@@ -158,11 +158,3 @@ def fit_logreg(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_
     best = min(scores, key=scores.get)
     final = logreg(best, seed).fit(np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y]))
     return final, best, val_proba[best]
-
-
-def accuracy(y: np.ndarray, proba: np.ndarray) -> float:
-    return float(np.mean(proba.argmax(1) == y))
-
-
-def log_loss(y: np.ndarray, proba: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-15, 1.0))))

@@ -18,6 +18,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from core.metrics import log_loss
+
 WEIGHTS = np.round(np.linspace(0.0, 1.0, 11), 2)
 
 
@@ -31,7 +33,6 @@ def pool(p_model: np.ndarray, p_mfcc: np.ndarray, w: float) -> np.ndarray:
 
 def choose_weight(y: np.ndarray, p_model: np.ndarray, p_mfcc: np.ndarray) -> tuple[float, list[float]]:
     """The pooling weight with the lowest validation log-loss (ties: the larger weight) and every weight's loss."""
-    from domains.audio.classify import log_loss
     losses = [log_loss(y, pool(p_model, p_mfcc, w)) for w in WEIGHTS]
     best = min(losses)
     return float(max(w for w, loss in zip(WEIGHTS, losses) if loss <= best + 1e-12)), losses

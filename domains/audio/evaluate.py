@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.metrics import metric_rows
+from core.metrics import accuracy, log_loss, metric_rows
 from domains.audio import baselines as B
 from domains.audio import classify as CL
 from domains.audio import streaming as ST
@@ -127,7 +127,7 @@ def evaluate_classify(cfg, prepared: Path, members, cnn_members=None) -> tuple[l
     rows = []
     for method, p in probs.items():
         rows += metric_rows("classify", dataset_name(sr), "unseen-prompts", method,
-                            {"accuracy": CL.accuracy(y, p), "log_loss": CL.log_loss(y, p)}, clips=int(len(y)))
+                            {"accuracy": accuracy(y, p), "log_loss": log_loss(y, p)}, clips=int(len(y)))
     idx = np.flatnonzero(manifest.prompt_fold == "test")
     out = pd.DataFrame({"voice": manifest.voice[idx].values, "prompt": manifest.prompt[idx].values,
                         "seconds": manifest.seconds[idx].values})

@@ -183,11 +183,3 @@ def fit_predict_baseline(train_series, y_train, test_series, seed: int) -> np.nd
     proba = np.zeros((len(test_series), int(max(y_train)) + 1))
     proba[:, model.classes_] = model.predict_proba(summary_features(test_series))
     return proba
-
-
-def accuracy(y: np.ndarray, proba: np.ndarray) -> float:
-    return float(np.mean(proba.argmax(1) == y))
-
-
-def log_loss(y: np.ndarray, proba: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-15, 1.0))))

@@ -25,7 +25,7 @@ import pandas as pd
 from core.config import Config
 from core.domain import LoadedModel
 from core.errors import UserError
-from core.metrics import metric_rows
+from core.metrics import accuracy, log_loss, metric_rows
 from domains.timeseries import baselines as B
 from domains.timeseries import classify as CL
 from domains.timeseries import closedform as CF
@@ -168,8 +168,8 @@ def evaluate_classify(cfg: Config, prepared: Path, members: list[LoadedModel]):
     dataset = members[0].metadata["task"]["dataset"]
     rows = []
     for method, pr in probs.items():
-        acc = float(np.mean(accuracy_only[method] == y)) if method in accuracy_only else CL.accuracy(y, pr)
-        rows += metric_rows("classify", dataset, "uea-test", method, {"accuracy": acc, "log_loss": CL.log_loss(y, pr)})
+        acc = float(np.mean(accuracy_only[method] == y)) if method in accuracy_only else accuracy(y, pr)
+        rows += metric_rows("classify", dataset, "uea-test", method, {"accuracy": acc, "log_loss": log_loss(y, pr)})
     classes = d["classes"]
     out = pd.DataFrame({"length": d["lengths"][test], "truth": classes[y]})
     for method, pr in probs.items():
