@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 from core import domain as registry
+from core.cpu import reuse_freed_memory
 from core.errors import UserError
 from core.logs import configure_logging
 
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         level = logging.ERROR if args.quiet else (logging.DEBUG if args.verbose > 1 else
                                                    logging.INFO if args.verbose else logging.WARNING)
         configure_logging(level)
+        reuse_freed_memory()   # before any tensor is allocated
         if not args.verbose:  # library chatter (pandas, numpy, sklearn) is not for users; -v shows it
             warnings.filterwarnings("ignore")
             warnings.filterwarnings("default", message="attention backend")  # ours: a slower fallback

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from core.config import Config
+from core.cpu import reuse_freed_memory
 from core.domain import Domain
 from core.errors import UserError
 from core.io import file_sha256, versions
@@ -168,6 +169,7 @@ _WORKER: dict[str, Any] = {}
 
 def _worker_init(domain_name: str, task_name: str, run_dir: str, device: str) -> None:
     no_shape_cache()
+    reuse_freed_memory()
     import torch
 
     from core.domain import get_domain
