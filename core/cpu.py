@@ -17,9 +17,10 @@ def reuse_freed_memory() -> bool:
     Why: by default glibc serves each allocation above its mmap threshold (128 KiB, raised as large blocks are
     freed) with a fresh mapping, and trims the heap whenever 128 KiB lie free at its top. A forward pass
     allocates and frees activations of several MiB per layer, so every one came back as new pages, each
-    zeroed by the kernel on first touch: 913,000 page faults for 3,000 molecules, 15-25 % of the forward
-    time. Serving blocks up to 32 MiB from the heap and trimming only past 256 MiB free reuses the same
-    pages (54,000 faults). Memory is not lost: freed blocks are reused, and the heap still shrinks once 256 MiB
+    zeroed by the kernel on first touch. Serving blocks up to 32 MiB from the heap and trimming only past
+    256 MiB free reuses the same pages: a default-model `predict` of 5,000 molecules faulted 1.78M pages before,
+    0.17M after, and ran 7-15 % faster at one thread with the same peak memory (docs/benchmarks.md, Molecules).
+    Memory is not lost: freed blocks are reused, and the heap still shrinks once 256 MiB
     lie free. Returns False where the C library is not glibc (nothing changed)."""
     if not sys.platform.startswith("linux"):
         return False
