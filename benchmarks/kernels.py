@@ -4,15 +4,21 @@
 2. Checks the Triton kernels against the PyTorch references on random bf16 inputs (forward and
    gradients); stops with an error if they disagree.
 3. Times (triton.testing.do_bench, median) forward and forward+backward for one sequence of
-   T = 1k..16k tokens and for packed SMILES-like batches (mean fill 0.6), side by side with PyTorch
-   SDPA on the padded batch and flash-linear-attention (fla) where importable.
+   T = 128..16k tokens, for packed SMILES-like batches (mean fill 0.6) and for two batches big enough to
+   fill the GPU (32 x 4k, 16 x 16k tokens), side by side with PyTorch SDPA on the padded batch and
+   flash-linear-attention's chunk_linear_attn where importable (causal: an approximate peer). With
+   --cudagraph every call is also timed replayed from a CUDA graph (no host launch cost); a method whose
+   call syncs with the host cannot be captured and gets NaN there.
 
 Rows {task, dataset, split, method, metric, value, machine} go to results/kernels/benchmark.json (and
 with --commit to benchmarks/results/kernels-<machine>.json). Metrics: ms, tflops, gbps,
 roofline_fraction (the larger of the compute and memory fractions: the bound that applies),
-speedup_vs_fla, speedup_vs_padded. Without CUDA it prints a message and exits 0.
+speedup_vs_fla, speedup_vs_padded (and ms_cudagraph, roofline_fraction_cudagraph). Without CUDA it
+prints a message and exits 0. fla is not in the project's extras; on the GPU machine it travels as the
+fla-core wheel (pure Python + Triton, needs einops).
 
-    python -m benchmarks.kernels            # full run (a few minutes on an H100)
+    python -m benchmarks.kernels            # full run (about 2 min on an H200, 2026-12-04, without the
+                                            # two large batches and T=128, added after that run)
     python -m benchmarks.kernels --quick    # T up to 4k, fewer batches
 """
 from __future__ import annotations
@@ -38,6 +44,13 @@ def bench(fn) -> float:
     from triton.testing import do_bench
 
     return do_bench(fn, warmup=25, rep=100, return_mode="median")  # ms
+
+
+def bench_graph(fn) -> float:
+    """Median ms of fn replayed from a CUDA graph: the GPU time without the host's per-call launch cost."""
+    from triton.testing import do_bench_cudagraph
+
+    return do_bench_cudagraph(fn, rep=100, return_mode="median")
 
 
 def roofline() -> tuple[float, float]:
@@ -138,7 +151,7 @@ def cost(task: str, lengths: list[int]) -> tuple[float, float]:
     return flops, nbytes
 
 
-def measure(fn, args, task: str):
+def measure(fn, args, task: str, timer=bench):
     q, k, v = args[:3]
     if task.endswith("fwd_bwd"):
         dout = torch.randn(q.shape, device="cuda", dtype=DTYPE)
@@ -151,9 +164,15 @@ def measure(fn, args, task: str):
             with torch.no_grad():
                 fn(*args)
     try:
-        return bench(call)
+        return timer(call)
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
+        return math.nan
+    except RuntimeError as err:  # graph capture refuses a host sync (e.g. boolean-mask indexing)
+        if timer is bench:
+            raise
+        print(f"  (no CUDA-graph timing: {str(err).splitlines()[0][:100]})")
+        torch.cuda.synchronize()
         return math.nan
 
 
@@ -161,6 +180,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--commit", action="store_true", help="also write benchmarks/results/kernels-<machine>.json")
+    parser.add_argument("--cudagraph", action="store_true",
+                        help="also time every call replayed from a CUDA graph (metric ms_cudagraph): the GPU time "
+                             "without the host's launch cost, which dominates small calls")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("benchmarks/kernels.py: no CUDA device here; the kernel benchmark needs a GPU (nothing to do).")
@@ -177,9 +199,13 @@ def main() -> int:
     print(f"{machine}: measured roofline {peak_tflops:.0f} TFLOP/s bf16 GEMM, {peak_gbps:.0f} GB/s copy")
     check_correctness(ops)
 
-    datasets = {f"single_T{t}": [t] for t in ([1024, 2048, 4096] if args.quick else [1024, 2048, 4096, 8192, 16384])}
+    # T=128: almost no work, so its time is the fixed cost of one call (launches, dispatch, autograd)
+    singles = [1024, 2048, 4096] if args.quick else [128, 1024, 2048, 4096, 8192, 16384]
+    datasets = {f"single_T{t}": [t] for t in singles}
     for batch, max_len in ([(256, 128)] if args.quick else [(256, 128), (1024, 128), (128, 512)]):
         datasets[f"smiles_B{batch}_L{max_len}_fill0.6"] = smiles_lengths(batch, max_len)
+    if not args.quick:  # enough tokens (131k, 262k) to fill the GPU, where a roofline fraction means something
+        datasets.update({f"batch_B{b}_T{t}": [t] * b for b, t in ((32, 4096), (16, 16384))})
     fla = fla_linear()
     methods = {
         "linear": {"linear_fused": ops.linear_attention_rotary, "linear_torch": attention_linear.linear_attention,
@@ -201,6 +227,11 @@ def main() -> int:
                     tflops, gbps = flops / ms / 1e9, nbytes / ms / 1e6
                     metrics = {"ms": ms, "tflops": tflops, "gbps": gbps,
                                "roofline_fraction": max(tflops / peak_tflops, gbps / peak_gbps)}
+                    if args.cudagraph:
+                        graph_ms = measure(impls[method], inputs, task, timer=bench_graph)
+                        metrics["ms_cudagraph"] = graph_ms
+                        metrics["roofline_fraction_cudagraph"] = max(flops / graph_ms / 1e9 / peak_tflops,
+                                                                     nbytes / graph_ms / 1e6 / peak_gbps)
                     if method == ours:
                         if "sdpa_padded" in times:
                             metrics["speedup_vs_padded"] = times["sdpa_padded"] / ms
