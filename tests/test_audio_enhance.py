@@ -10,6 +10,7 @@ import torch
 
 from domains.audio import baselines as B
 from domains.audio import metrics as M
+from domains.audio import noise_profile as NP
 from domains.audio import spectral as S
 from domains.audio import streaming as ST
 from domains.audio.enhance_model import SpeechEnhancer, block_lengths, from_patches, to_patches
@@ -83,19 +84,38 @@ def test_loss_returns_components_and_trains_both_decoders():
     assert model.mag_decoder.out.weight.grad.abs().sum() > 0 and model.pha_decoder.out.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("noise_features", [False, True], ids=["plain", "noise-features"])
 @pytest.mark.parametrize("length,channels,chunk", [(8000 * 9 + 123, 1, 1.0), (8000 * 5 + 1, 2, 0.5), (4000, 1, 0.5)])
-def test_chunked_overlap_add_equals_whole_file(length, channels, chunk):
+def test_chunked_overlap_add_equals_whole_file(length, channels, chunk, noise_features):
     torch.manual_seed(0)
-    model = SpeechEnhancer(8000, ENC, n_blocks=2, block_tokens=8).eval()
+    model = SpeechEnhancer(8000, ENC, n_blocks=2, block_tokens=8, noise_features=noise_features).eval()
     x = np.stack([speechlike(length, seed=c) for c in range(channels)], 1)
     x += 0.05 * np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
     gain = ST.level_gain(x)
-    whole = (model.enhance(torch.from_numpy(x.T.copy()) * gain) / gain).numpy().T
+    # the whole file's noise profile, as the streaming pass computes it (chunks must not see only their own)
+    noise = torch.from_numpy(NP.profile(lambda a, b: x[a:b], length, model.n_fft, model.hop, gain))
+    whole = (model.enhance(torch.from_numpy(x.T.copy()) * gain, noise if noise_features else None) / gain).numpy().T
     chunked = ST.enhance_array(model, x, chunk)
     assert ST.plan(model, chunk)["core"] < length or length == 4000
     np.testing.assert_allclose(chunked, whole, atol=1e-5 * np.abs(whole).max())
     mono = ST.enhance_array(model, x[:, 0], chunk)
     assert mono.shape == (length,)
+
+
+def test_noise_profile_streams_exactly_and_matches_percentiles():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((20001, 2)) * [1.0, 0.1]).astype(np.float32)
+    whole = NP.profile(lambda a, b: x[a:b], len(x), 256, 64)
+    blocks = NP.quantiles(NP.histogram(lambda a, b: x[a:b], len(x), 256, 64, block_frames=7))
+    np.testing.assert_array_equal(blocks, whole)                # counts add up exactly, whatever the blocks
+    assert whole.shape == (2, len(NP.QUANTILES), 129)
+    window = torch.hann_window(256, dtype=torch.float64)
+    spec = torch.stft(torch.from_numpy(x.T.astype(np.float64)), 256, 64, 256, window, center=True, pad_mode="constant",
+                      return_complex=True)
+    want = np.percentile(spec.abs().square().numpy(), [100 * q for q in NP.QUANTILES], axis=2).transpose(1, 0, 2)
+    assert np.abs(np.log10(whole / want)).max() < 0.05         # within the histogram's resolution (0.02 decades)
+    assert np.all(np.diff(whole, axis=1) >= 0)                  # quantiles rise
+    assert abs(np.log10(whole[0].mean() / whole[1].mean()) - 2) < 0.1   # 20 dB quieter channel: 100x less power
 
 
 def test_ensemble_is_the_mean_of_its_members():

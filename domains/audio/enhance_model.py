@@ -1,6 +1,8 @@
 """Speech enhancement in the STFT domain, MP-SENet's idea (Lu, Ai & Ling 2023) on the core encoder.
 
     noisy wave -> STFT -> (|X|^0.3, |X|^0.3 cos phi, |X|^0.3 sin phi)            [B, 3, T, F]
+      (+ with noise_features: the file's noise profile per bin, compressed, and the log a-posteriori SNR
+         against it: what the Wiener filter knows, from every frame of the file; noise_profile.py)
       -> patches of 2 frames x 4 bins embedded as tokens                          [B, T/2, F/4, C]
       -> time-frequency transformer blocks on core.encoder.Encoder, each a time layer (attention along frames,
          inside blocks of `block_tokens` whose boundaries shift by half a block in every other TF block, as
@@ -24,6 +26,7 @@ from torch import Tensor, nn
 
 from core.encoder import Encoder, EncoderConfig
 from core.packing import lengths_to_cu_seqlens
+from domains.audio import noise_profile as NP
 from domains.audio import spectral as S
 
 
@@ -80,11 +83,11 @@ class BinDecoder(nn.Module):
     """Tokens [B, T', F', C] -> per-bin outputs [B, T, F, out]: each token unfolds into its frames x bins, plus
     a projection of that bin's own input features (the skip connection), then one pointwise layer."""
 
-    def __init__(self, channels: int, patch: tuple[int, int], hidden: int, out: int):
+    def __init__(self, channels: int, patch: tuple[int, int], hidden: int, out: int, features: int = 3):
         super().__init__()
         self.patch = patch
         self.unpatch = nn.Linear(channels, patch[0] * patch[1] * hidden)
-        self.skip = nn.Linear(3, hidden, bias=False)
+        self.skip = nn.Linear(features, hidden, bias=False)
         self.act = nn.LeakyReLU(0.1)   # per-bin tensors are the largest: the cheapest nonlinearity
         self.out = nn.Linear(hidden, out)
 
@@ -95,7 +98,8 @@ class BinDecoder(nn.Module):
 
 class SpeechEnhancer(nn.Module):
     def __init__(self, sample_rate: int, encoder: Mapping[str, Any], n_blocks: int = 2, block_tokens: int = 16,
-                 patch: tuple[int, int] = (2, 4), hidden: int = 16, mask_beta: float = 2.0):
+                 patch: tuple[int, int] = (2, 4), hidden: int = 16, mask_beta: float = 2.0,
+                 noise_features: bool = False):
         super().__init__()
         frames = S.frame_setup(sample_rate)
         self.sample_rate, self.n_fft, self.hop = sample_rate, frames["n_fft"], frames["hop"]
@@ -103,11 +107,13 @@ class SpeechEnhancer(nn.Module):
         c = enc.d_model
         self.patch = tuple(patch)
         tp, fp = self.patch
-        self.embed = nn.Sequential(nn.Linear(tp * fp * 3, c), nn.LayerNorm(c))
+        self.noise_features = bool(noise_features)
+        features = 3 + (1 + len(NP.QUANTILES) if self.noise_features else 0)
+        self.embed = nn.Sequential(nn.Linear(tp * fp * features, c), nn.LayerNorm(c))
         self.band = nn.Parameter(torch.zeros(-(-(self.n_fft // 2 + 1) // fp), c))
         self.blocks = nn.ModuleList(TFBlock(enc, block_tokens, (k % 2) * block_tokens // 2) for k in range(n_blocks))
-        self.mag_decoder = BinDecoder(c, self.patch, hidden, 1)
-        self.pha_decoder = BinDecoder(c, self.patch, hidden, 2)
+        self.mag_decoder = BinDecoder(c, self.patch, hidden, 1, features)
+        self.pha_decoder = BinDecoder(c, self.patch, hidden, 2, features)
         self.mask_beta = mask_beta
         self.mask_slope = nn.Parameter(torch.ones(self.n_fft // 2 + 1))   # MP-SENet's learnable sigmoid, per bin
         # Streaming: chunks must start at multiples of `align_frames` (token and attention-block boundaries
@@ -116,10 +122,23 @@ class SpeechEnhancer(nn.Module):
         self.align_frames = tp * block_tokens
         self.context_frames = 4 + tp + n_blocks * block_tokens * tp
 
-    def spectra(self, noisy: Tensor) -> dict[str, Tensor]:
-        """noisy [B, N] (already level-normalized) -> compressed magnitude, phase [B, F, T] and complex [B, F, T, 2]."""
-        mag_c, phase = S.compress(S.stft(noisy, self.n_fft, self.hop))
-        bins = torch.stack([mag_c, mag_c * torch.cos(phase), mag_c * torch.sin(phase)], -1).transpose(1, 2)  # [B,T,F,3]
+    def noise_profile(self, noisy: Tensor) -> Tensor:
+        """The profile of these waves taken whole [B, Q, F] (streaming passes the whole file's instead)."""
+        return torch.from_numpy(NP.of_waves(noisy.detach().cpu().numpy(), self.n_fft, self.hop)).to(noisy.device)
+
+    def spectra(self, noisy: Tensor, noise: Tensor | None = None) -> dict[str, Tensor]:
+        """noisy [B, N] (already level-normalized), noise profile [B, Q, F] at the same level (None: of `noisy`)
+        -> compressed magnitude, phase [B, F, T] and complex [B, F, T, 2]."""
+        spec = S.stft(noisy, self.n_fft, self.hop)
+        mag_c, phase = S.compress(spec)
+        feats = [mag_c, mag_c * torch.cos(phase), mag_c * torch.sin(phase)]
+        if self.noise_features:
+            noise = self.noise_profile(noisy) if noise is None else noise
+            # the a-posteriori SNR against the middle quantile, log10, clipped to [-3, 5] and scaled to ~[-1, 2]
+            post = (torch.log10(spec.abs().square() + 1e-12) - torch.log10(noise[:, 1, :, None])).clamp(-3, 5) / 2
+            feats += [post, *(noise[:, q, :, None].pow(S.COMPRESS / 2).expand_as(mag_c)
+                              for q in range(noise.shape[1]))]
+        bins = torch.stack(feats, -1).transpose(1, 2)  # [B, T, F, features]
         h = self.embed(to_patches(bins, *self.patch)) + self.band   # [B, T', F', C]
         for block in self.blocks:
             h = block(h)
@@ -132,16 +151,18 @@ class SpeechEnhancer(nn.Module):
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         noisy = batch["noisy"]
-        out = self.spectra(noisy)
+        out = self.spectra(noisy, batch.get("noise"))
         out["wave"] = S.istft(S.decompress(out["mag"], out["phase"]), self.n_fft, self.hop, noisy.shape[-1])
         return out
 
     @torch.no_grad()
-    def enhance(self, noisy: Tensor) -> Tensor:
-        """[B, N] level-normalized waves -> enhanced waves [B, N] (inference; no chunking: see streaming.py)."""
-        return self.forward({"noisy": noisy})["wave"]
+    def enhance(self, noisy: Tensor, noise: Tensor | None = None) -> Tensor:
+        """[B, N] level-normalized waves (+ their files' noise profiles [B, Q, F]; None: of these waves) ->
+        enhanced waves [B, N] (inference; no chunking: see streaming.py)."""
+        return self.forward({"noisy": noisy, "noise": noise})["wave"]
 
 
 def build(meta: Mapping[str, Any]) -> SpeechEnhancer:
     return SpeechEnhancer(meta["sample_rate"], meta["encoder"], meta["n_blocks"], meta["block_tokens"],
-                          tuple(meta["patch"]), meta["hidden"])
+                          tuple(meta["patch"]), meta["hidden"],
+                          noise_features=bool(meta.get("noise_features", False)))  # older runs: without

@@ -70,6 +70,7 @@ def model_meta(cfg) -> dict[str, Any]:
     return {"kind": "enhance", "sample_rate": int(cfg["data.sample_rate"]), "encoder": dict(cfg["encoder"]),
             "n_blocks": int(cfg["enhance.n_blocks"]), "block_tokens": int(cfg["enhance.block_tokens"]),
             "patch": list(cfg["enhance.patch"]), "hidden": int(cfg["enhance.hidden"]),
+            "noise_features": bool(cfg["enhance.noise_features"]),
             "chunk_seconds": float(cfg["enhance.chunk_seconds"])}
 
 

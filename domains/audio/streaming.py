@@ -9,7 +9,8 @@ ramps (weights summing to 1), so the result equals whole-file processing up to f
 file's length (tests/test_audio_enhance.py checks this).
 
 Level: the model was trained on unit-RMS input; the caller passes one gain for the whole file (measured in a
-first streaming pass), so every chunk sees the same scaling as the whole file would.
+first streaming pass), so every chunk sees the same scaling as the whole file would. A model with noise features
+also gets the whole file's noise profile, from one more streaming pass (domains/audio/noise_profile.py).
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+from domains.audio import noise_profile as NP
 
 
 def plan(model, chunk_seconds: float) -> dict[str, int]:
@@ -35,9 +38,12 @@ def enhance_stream(model, read: Callable[[int, int], np.ndarray], total: int, wr
     g = plan(model, chunk_seconds)
     core, margin, fade = g["core"], g["margin"], g["crossfade"]
     device = next(model.parameters()).device
+    noise = None
+    if getattr(model, "noise_features", False):
+        noise = torch.from_numpy(NP.profile(read, total, model.n_fft, model.hop, gain)).to(device)
     if total <= core + 2 * (margin + fade):            # short enough: one pass over the whole file
         x = read(0, total)
-        write(_run(model, x, gain, device))
+        write(_run(model, x, gain, device, noise))
         return
     ramp_up = ((np.arange(2 * fade) + 0.5) / (2 * fade)).astype(np.float32)[:, None]
     pending = None                                       # the previous chunk's fading-out tail [2*fade, ch]
@@ -45,7 +51,7 @@ def enhance_stream(model, read: Callable[[int, int], np.ndarray], total: int, wr
     for i in range(n_chunks):
         start, stop = i * core, min(total, (i + 1) * core)
         lo, hi = max(0, start - margin - fade), min(total, stop + margin + fade)
-        y = _run(model, read(lo, hi), gain, device)
+        y = _run(model, read(lo, hi), gain, device, noise)
         first = i == 0
         last = i == n_chunks - 1
         keep_lo = start if first else start - fade        # this chunk's valid span that reaches the output
@@ -69,19 +75,20 @@ class Ensemble(torch.nn.Module):
         super().__init__()
         self.models = torch.nn.ModuleList(models)
         first = models[0]
-        self.sample_rate, self.hop = first.sample_rate, first.hop
+        self.sample_rate, self.hop, self.n_fft = first.sample_rate, first.hop, first.n_fft
         self.align_frames = int(np.lcm.reduce([m.align_frames for m in models]))
         self.context_frames = max(m.context_frames for m in models)
+        self.noise_features = any(getattr(m, "noise_features", False) for m in models)
 
     @torch.no_grad()
-    def enhance(self, wave: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m.enhance(wave) for m in self.models]).mean(0)
+    def enhance(self, wave: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.stack([m.enhance(wave, noise) for m in self.models]).mean(0)
 
 
-def _run(model, x: np.ndarray, gain: float, device) -> np.ndarray:
-    """[n, ch] -> enhanced [n, ch] (channels as the batch)."""
+def _run(model, x: np.ndarray, gain: float, device, noise: torch.Tensor | None = None) -> np.ndarray:
+    """[n, ch] -> enhanced [n, ch] (channels as the batch; noise: the whole file's profile [ch, Q, F])."""
     wave = torch.from_numpy(np.ascontiguousarray(x.T, dtype=np.float32)).to(device) * gain
-    return (model.enhance(wave) / gain).cpu().numpy().T
+    return (model.enhance(wave, noise) / gain).cpu().numpy().T
 
 
 def enhance_array(model, audio: np.ndarray, chunk_seconds: float = 4.0) -> np.ndarray:
