@@ -17,7 +17,7 @@ speedup_vs_fla, speedup_vs_padded (and ms_cudagraph, roofline_fraction_cudagraph
 prints a message and exits 0. fla is not in the project's extras; on the GPU machine it travels as the
 fla-core wheel (pure Python + Triton, needs einops).
 
-    python -m benchmarks.kernels            # full run (about 2 min on an H200, 2026-12-04, without the
+    python -m benchmarks.kernels            # full run (under 2.5 min on an H200, 2026-12-04, without the
                                             # two large batches and T=128, added after that run)
     python -m benchmarks.kernels --quick    # T up to 4k, fewer batches
 """
