@@ -25,11 +25,10 @@ def frame_count(total: int, hop: int) -> int:
 
 
 def _frame_power(segment: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
-    """[ch, n] (already holding whole frames) -> power [ch, F, frames] of Hann-windowed frames at hop."""
-    frames = np.lib.stride_tricks.sliding_window_view(segment, n_fft, axis=-1)[:, ::hop]   # [ch, T, n_fft]
-    window = np.hanning(n_fft + 1)[:-1].astype(np.float64)                                # periodic Hann
-    spec = np.fft.rfft(frames.astype(np.float64) * window, axis=-1)
-    return (spec.real ** 2 + spec.imag ** 2).transpose(0, 2, 1)
+    """[ch, n] (already holding whole frames, padded by the caller) -> power [ch, F, frames]: librosa's STFT
+    without centring, the same frames and periodic Hann window the model's centred STFT has."""
+    import librosa
+    return np.abs(librosa.stft(segment, n_fft=n_fft, hop_length=hop, window="hann", center=False)) ** 2
 
 
 def histogram(read: Callable[[int, int], np.ndarray], total: int, n_fft: int, hop: int, gain: float = 1.0,

@@ -38,11 +38,13 @@ def enhance_stream(model, read: Callable[[int, int], np.ndarray], total: int, wr
     g = plan(model, chunk_seconds)
     core, margin, fade = g["core"], g["margin"], g["crossfade"]
     device = next(model.parameters()).device
+    short = total <= core + 2 * (margin + fade)         # short enough: one pass over the whole file
+    x = read(0, total) if short else None                # read once: the noise profile reuses it
     noise = None
     if getattr(model, "noise_features", False):
-        noise = torch.from_numpy(NP.profile(read, total, model.n_fft, model.hop, gain)).to(device)
-    if total <= core + 2 * (margin + fade):            # short enough: one pass over the whole file
-        x = read(0, total)
+        source = (lambda a, b: x[a:b]) if short else read
+        noise = torch.from_numpy(NP.profile(source, total, model.n_fft, model.hop, gain)).to(device)
+    if short:
         write(_run(model, x, gain, device, noise))
         return
     ramp_up = ((np.arange(2 * fade) + 0.5) / (2 * fade)).astype(np.float32)[:, None]
