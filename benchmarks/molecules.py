@@ -200,10 +200,13 @@ def throughput_rows(model: Path, chemprop_work: Path | None, n: int, threads: li
     src = moses_input(n, out / f"throughput_{n}.csv")
     dataset, split, rows = "moses-test", f"{n}-molecules", []
     for t in threads:
-        seconds = run_cli("predict", "-d", "molecules", "-i", str(src), "-o", str(out / "throughput_out.csv"),
-                          "--model", str(model), "--set", f"train.threads={t}", threads=t)
-        rows.append({"task": "predict-throughput", "dataset": dataset, "split": split, "method": "sciformer",
-                     "metric": "molecules_per_s", "value": n / seconds, "threads": t})
+        for method, precision in (("sciformer", "fp32"), ("sciformer-bf16", "bf16")):
+            dst = out / f"throughput_{precision}.csv"
+            seconds = run_cli("predict", "-d", "molecules", "-i", str(src), "-o", str(dst), "--model", str(model),
+                              "--set", f"train.threads={t}", "--precision", precision, threads=t)
+            rows.append({"task": "predict-throughput", "dataset": dataset, "split": split, "method": method,
+                         "metric": "molecules_per_s", "value": n / seconds, "threads": t})
+        rows += precision_rows(out / "throughput_fp32.csv", out / "throughput_bf16.csv", dataset, split, t)
         if chemprop_work is not None:
             from benchmarks.peers import VARIANTS, chemprop_predict_seconds
             for variant in VARIANTS:
@@ -211,6 +214,17 @@ def throughput_rows(model: Path, chemprop_work: Path | None, n: int, threads: li
                 rows.append({"task": "predict-throughput", "dataset": dataset, "split": split, "method": variant,
                              "metric": "molecules_per_s", "value": n / seconds, "threads": t})
     return rows
+
+
+def precision_rows(fp32: Path, bf16: Path, dataset: str, split: str, threads: int) -> list[dict]:
+    """How far `--precision bf16` moves the predictions from fp32's, in target units (kcal/mol for FreeSolv)."""
+    a, b = pd.read_csv(fp32), pd.read_csv(bf16)
+    targets = [c for c in a.columns if f"{c}_unc" in a.columns]
+    diff = np.abs(a[targets].to_numpy(float) - b[targets].to_numpy(float))
+    return [{"task": "predict-throughput", "dataset": dataset, "split": split, "method": "sciformer-bf16",
+             "metric": metric, "value": float(value), "threads": threads}
+            for metric, value in (("max_abs_diff_vs_fp32", np.nanmax(diff)),
+                                  ("mean_abs_diff_vs_fp32", np.nanmean(diff)))]
 
 
 def million_rows(model: Path, out: Path, sizes=(100_000, 1_000_000), jobs: int = 1) -> list[dict]:

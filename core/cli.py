@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-j", "--jobs", type=int, default=1,
                    help="worker processes predicting batches in parallel (output in input order)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="fp32 (as trained, the default) or bf16 autocast: faster on GPUs and on CPUs with bf16 "
+                        "instructions (AVX512-BF16, AMX), outputs differ at bf16 rounding (docs/benchmarks.md)")
 
     p = sub.add_parser("split", help="split a large input (table or folder) into N shards for parallel predict jobs")
     _verbosity(p)

@@ -246,7 +246,8 @@ def cmd_predict(args) -> int:
     dom, cfg = _domain_and_config(args)
     stats = predict_file(dom, args.model, args.input, args.output, chunk_size=args.chunk_size,
                          on_invalid=args.on_invalid, device=args.device, threads=int(cfg["train.threads"]),
-                         progress=not args.quiet, jobs=args.jobs, config=cfg)
+                         progress=not args.quiet, jobs=args.jobs, config=cfg,
+                         precision=args.precision)
     counts = ", ".join(f"{n} {k}" for k, n in sorted(stats["status"].items(), key=lambda kv: -kv[1]))
     skipped = stats.get("skipped", 0)   # output rows dropped; an item (a forecast's series) may give many rows
     print(f"read {stats['rows_in']} input item(s), wrote {args.output}"

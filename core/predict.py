@@ -4,16 +4,22 @@ batches -> `Task.predict` -> write the output set atomically with `.meta.json`.
 Streamed inputs never load at once; `-j N` predicts batches in N worker processes (for tasks whose predict
 is a pure function of the batch) and writes them in input order. `--on-invalid` acts on the rows a task
 marks as not predicted: `mark` keeps them with their status, `skip` drops them, `error` stops at the first.
+`--precision bf16` runs the models under bfloat16 autocast (matrix products in bf16, accumulation and
+reductions as torch's autocast lists them), for every domain alike.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import multiprocessing
 import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator
+
+import torch
 
 from core.config import Config
 from core.cpu import reuse_freed_memory
@@ -28,6 +34,8 @@ from core.task import Prediction, Task
 from core.train import configure_threads, pick_device
 
 ON_INVALID = ("mark", "skip", "error")
+PRECISIONS = ("fp32", "bf16")
+log = logging.getLogger(__name__)
 
 
 def prepare_prediction(domain: Domain, run_dir: Path, input_path: Path, output_path: Path | None = None,
@@ -60,33 +68,40 @@ def _formats(formats) -> str:
 
 def predict_file(domain: Domain, run_dir: Path, input_path: Path, output_path: Path, chunk_size: int = 10_000,
                  on_invalid: str = "mark", device: str = "auto", threads: int = 1, progress: bool = True,
-                 jobs: int = 1, config: Config | None = None) -> dict[str, Any]:
+                 jobs: int = 1, config: Config | None = None, precision: str = "fp32") -> dict[str, Any]:
     input_path, output_path, run_dir = Path(input_path), Path(output_path), Path(run_dir)
     if chunk_size < 1:
         raise UserError(f"--chunk-size must be a positive number of items, got {chunk_size}")
     if on_invalid not in ON_INVALID:
         raise UserError(f"--on-invalid must be one of {', '.join(ON_INVALID)}, got {on_invalid!r}")
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     task, reader, model_meta = prepare_prediction(domain, run_dir, input_path, output_path, config)
     task.on_invalid = on_invalid
     no_shape_cache()
     dev = pick_device(device)
     if dev.type == "cpu":
         configure_threads(threads)
+        if precision == "bf16" and not native_cpu_bf16():
+            log.warning("--precision bf16: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so bf16 is "
+                        "emulated and slower than fp32; use --precision fp32 here")
     members = load_members(task, run_dir, dev)
     jobs = jobs if task.parallel_predict else 1
     stats: dict[str, Any] = {"rows_in": 0, "rows_out": 0, "status": Counter()}
     with OutputSet(output_path, [input_path]) as out, \
             Progress(reader.count(input_path) if progress else None, "predict", "item", enabled=progress) as bar:
-        for batch, pred in _predictions(task, members, reader, input_path, chunk_size, out, jobs, run_dir, dev):
+        for batch, pred in _predictions(task, members, reader, input_path, chunk_size, out, jobs, run_dir, dev,
+                                        precision):
             _collect(pred, batch, out, on_invalid, input_path, stats, getattr(reader, "required", []))
             bar.update(len(batch.ids))
-        stats.update(task.finish(members, out))
+        with autocast(precision, dev.type):
+            stats.update(task.finish(members, out))
         if stats["rows_in"] == 0:
             raise UserError(f"{input_path}: nothing to predict (no rows or items)")
         stats["status"] = dict(stats["status"])
         out.commit({"domain": domain.name, "task": task.name, "model": str(run_dir), "input": str(input_path),
                     "input_sha256": input_hash(input_path), "members": len(members), "device": str(dev),
-                    "threads": threads, "jobs": jobs, "on_invalid": on_invalid,
+                    "threads": threads, "jobs": jobs, "on_invalid": on_invalid, "precision": precision,
                     "training": first_meta(run_dir).get("resolved"),
                     "versions": versions(domain.requirements), **stats})
     return stats
@@ -117,18 +132,32 @@ def _collect(pred: Prediction, batch: Batch, out: OutputSet, on_invalid: str, in
     out.append(table)
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX); elsewhere oneDNN emulates it."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def autocast(precision: str, device_type: str) -> AbstractContextManager:
+    """The models' precision for one prediction call: bf16 autocast, or nothing (fp32 as trained)."""
+    if precision == "bf16":
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
 def _predictions(task: Task, members, reader: Reader, input_path: Path, size: int, out: OutputSet, jobs: int,
-                 run_dir: Path, device) -> Iterator[tuple[Batch, Prediction]]:
+                 run_dir: Path, device, precision: str) -> Iterator[tuple[Batch, Prediction]]:
     batches = reader.batches(input_path, size)
     if jobs <= 1:
         for batch in batches:
-            yield batch, task.predict(members, batch, out)
+            with autocast(precision, device.type):
+                pred = task.predict(members, batch, out)
+            yield batch, pred
         return
     # Worker processes each load the ensemble once; batches go out in order and come back in order, with at
     # most 2 per worker in flight (memory stays bounded however long the input).
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
-                             initargs=(task.domain.name, task.name, str(run_dir), str(device))) as pool:
+                             initargs=(task.domain.name, task.name, str(run_dir), str(device), precision)) as pool:
         pending = []
         try:
             for batch in batches:
@@ -167,19 +196,19 @@ def no_shape_cache() -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(domain_name: str, task_name: str, run_dir: str, device: str) -> None:
+def _worker_init(domain_name: str, task_name: str, run_dir: str, device: str, precision: str) -> None:
     no_shape_cache()
     reuse_freed_memory()
-    import torch
-
     from core.domain import get_domain
     torch.set_num_threads(1)
     task = get_domain(domain_name).task(task_name)
-    _WORKER.update(task=task, members=load_members(task, Path(run_dir), torch.device(device)))
+    _WORKER.update(task=task, members=load_members(task, Path(run_dir), torch.device(device)),
+                   precision=precision, device_type=torch.device(device).type)
 
 
 def _worker_predict(batch: Batch) -> Prediction:
-    return _WORKER["task"].predict(_WORKER["members"], batch, None)
+    with autocast(_WORKER["precision"], _WORKER["device_type"]):
+        return _WORKER["task"].predict(_WORKER["members"], batch, None)
 
 
 def input_hash(path: Path) -> str:

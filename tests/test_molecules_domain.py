@@ -42,9 +42,10 @@ def test_invalid_smiles_never_stop_the_run(trained, tmp_path, run_cli, mode, row
 
 
 
-@pytest.mark.parametrize("on_invalid", ["mark", "skip"])
-def test_worker_processes_keep_input_order(trained, tmp_path, run_cli, on_invalid):
-    """`predict -j 2`: chunks predicted in worker processes come back in input order, identical to one process."""
+@pytest.mark.parametrize(("on_invalid", "precision"), [("mark", "fp32"), ("skip", "fp32"), ("mark", "bf16")])
+def test_worker_processes_keep_input_order(trained, tmp_path, run_cli, on_invalid, precision):
+    """`predict -j 2`: chunks predicted in worker processes come back in input order, identical to one process
+    (also under bf16: the workers get the precision)."""
     src = tmp_path / "in.csv"
     smiles = ["CCO", "c1ccccc1O", "", "CC(=O)O", "xyz", "CCN", "CCCl", "C1CC", "OCCO", "CC(C)O", "c1ccncc1",
               "CCOC", "CCCCO", "ClC(Cl)Cl", "CC#N", "OC1CCCCC1", "CSC"]
@@ -53,14 +54,15 @@ def test_worker_processes_keep_input_order(trained, tmp_path, run_cli, on_invali
     for jobs in ("1", "2"):
         out = tmp_path / f"out{jobs}.csv"
         code, _, err = run_cli("-q", "predict", "-d", "molecules", "-i", src, "-o", out, "--model", trained / "run",
-                               "--chunk-size", "3", "-j", jobs, "--on-invalid", on_invalid)
+                               "--chunk-size", "3", "-j", jobs, "--on-invalid", on_invalid, "--precision", precision)
         assert code == 0, err
         frames.append(pd.read_csv(out))
     serial, parallel = frames
     assert parallel.id.tolist() == serial.id.tolist() and parallel.status.tolist() == serial.status.tolist()
     assert len(serial) == (len(smiles) if on_invalid == "mark" else len(smiles) - 3)
     pd.testing.assert_frame_equal(parallel, serial, atol=1e-6)   # float32 models, same single-thread kernels
-    assert pd.read_json(tmp_path / "out2.csv.meta.json", typ="series")["jobs"] == 2
+    meta = pd.read_json(tmp_path / "out2.csv.meta.json", typ="series")
+    assert meta["jobs"] == 2 and meta["precision"] == precision
 
 
 def test_worker_error_stops_the_run_and_leaves_no_output(trained, tmp_path, run_cli):

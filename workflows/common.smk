@@ -187,4 +187,5 @@ def shard_part_outputs(wildcards):
 
 def shard_args(wildcards):
     s = SHARDED[wildcards.job]
-    return " ".join(f"--set {shlex.quote(x)}" for x in s.get("set", [])) + f" -j {s.get('jobs', 1)}"
+    return (" ".join(f"--set {shlex.quote(x)}" for x in s.get("set", [])) + f" -j {s.get('jobs', 1)}"
+            + f" --precision {s.get('precision', 'fp32')}")

@@ -2,7 +2,8 @@
 # shards, predicts every shard as its own job with the same `sciformer predict` a user runs, and gathers the
 # parts in the original order with one .meta.json. A rerun after a failure predicts only the missing shards.
 #   sharded:
-#     <job>: {domain: molecules, model: <run dir>, input: big.csv, shards: 8, set: [], jobs: 1}
+#     <job>: {domain: molecules, model: <run dir>, input: big.csv, shards: 8, set: [], jobs: 1,
+#              precision: fp32}   # or bf16: faster where the CPU has bf16 instructions (sciformer predict --help)
 # -> results/sharded/<job>/<the task's default output name> (e.g. predictions.csv, or a folder)
 rule shard_split:
     input: lambda w: SHARDED[w.job]["input"],

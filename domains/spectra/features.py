@@ -83,6 +83,12 @@ class Featurizer:
         self.inst = torch.from_numpy(instrument_scalars(gates, gate_ns, period_ns, t_ref))
 
     def __call__(self, counts: torch.Tensor, irf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # always float32, also under `predict --precision bf16`: photon totals and moments need more than
+        # bf16's 3 significant digits (and complex tensors have no bf16); only the model runs in bf16
+        with torch.autocast(counts.device.type, enabled=False):
+            return self._features(counts.float(), irf.float())
+
+    def _features(self, counts: torch.Tensor, irf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, n, p, c = counts.shape[0], self.n_tokens, self.patch, self.n_bins
         hc, hi = counts @ self.proj, irf @ self.proj
         total, norm = hc[:, c:c + 1].clamp_min(1.0), hi[:, c:c + 1].clamp_min(1e-12)
