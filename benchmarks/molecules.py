@@ -227,6 +227,21 @@ def precision_rows(fp32: Path, bf16: Path, dataset: str, split: str, threads: in
                                   ("mean_abs_diff_vs_fp32", np.nanmean(diff)))]
 
 
+def bf16_accuracy_rows(work: Path, task: str, target: str) -> list[dict]:
+    """The split's test RMSE of the same model predicted under `--precision bf16` (`predict`, as a user runs it):
+    accuracy next to the sciformer row that `evaluate` gave in fp32."""
+    frame = pd.read_csv(work / "prepared" / "molecules.csv")
+    test = frame[frame.split == "test"]
+    src, dst = work / "test_smiles.csv", work / "test_bf16.csv"
+    test[["smiles"]].to_csv(src, index=False)
+    run_cli("predict", "-d", "molecules", "-i", str(src), "-o", str(dst), "--model", str(work / "model"),
+            "--precision", "bf16")
+    pred = pd.read_csv(dst)[target].to_numpy(float)
+    dataset, split = work.name.split("-", 1)
+    return [{"task": task, "dataset": dataset, "split": split, "method": "sciformer-bf16", "metric": "rmse",
+             "value": rmse(test[target].to_numpy(float), pred)}]
+
+
 def million_rows(model: Path, out: Path, sizes=(100_000, 1_000_000), jobs: int = 1) -> list[dict]:
     """Streaming at scale: molecules/s, peak RSS of the largest process (flat with input size if prediction
     streams) and time to the first output row, for 100k and 1M MOSES training SMILES (sampled with replacement
@@ -290,6 +305,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.throughput:
         rows += throughput_rows(first / "model", first if args.chemprop else None, args.throughput, args.threads,
                                 args.out)
+        task = next(r["task"] for r in rows if r["method"] == "sciformer" and r["metric"] == "rmse"
+                    and r["dataset"] == jobs[0][0] and r["split"] == first.name.split("-", 1)[1])
+        rows += bf16_accuracy_rows(first, task, TARGETS.get(jobs[0][0], "y"))
     if args.million:
         rows += million_rows(first / "model", args.out, jobs=args.million_jobs)
     rows += summarize(rows) + paired_differences(rows)

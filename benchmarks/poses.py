@@ -87,6 +87,40 @@ def prepare(base: list[str], prepared: Path) -> None:
     log(f"prepared in {run_cli('prepare', '-d', 'poses', '-o', str(prepared), *sets(base)):.0f} s")
 
 
+SELECTIONS = ("cluster", "uniform", "pool")
+STUDY_SEEDS = (0, 1, 2)
+
+
+def select_study(base: list[str], prepared: Path) -> dict[str, float]:
+    """The rule that picks `lift.model.hot_select` (fixed before it ran): the lowest validation MPJPE of the HoT
+    fine-tune, averaged over seeds 0-2, each from the same trained `sciformer` model; the unpruned fine-tune
+    (the `sciformer-ft` control) is trained alike for reference. Two fine-tunes at a time, one thread each."""
+    from concurrent.futures import ThreadPoolExecutor
+    init = OUT / "model-sciformer"
+    seconds = run_cli("train", "-d", "poses", *sets(base), "-i", str(prepared), "-o", str(init))
+    log(f"sciformer: trained in {seconds:.0f} s, validation MPJPE {validation_mpjpe(init)} mm")
+    jobs = {(sel, seed): ["lift.model.hot=true", f"lift.model.hot_select={sel}"] for sel in SELECTIONS
+            for seed in STUDY_SEEDS}
+    jobs.update({("control", seed): [] for seed in STUDY_SEEDS})
+
+    def fine_tune(key):
+        run = OUT / "study" / f"{key[0]}-seed{key[1]}"
+        run_cli("train", "-d", "poses", *sets(base + FINE_TUNE + jobs[key] + [f"seed={key[1]}"]),
+                "-i", str(prepared), "-o", str(run), "--init", str(init))
+        return key, validation_mpjpe(run)[0]
+
+    with ThreadPoolExecutor(2) as pool:
+        got = dict(pool.map(fine_tune, jobs))
+    means = {}
+    for name in (*SELECTIONS, "control"):
+        values = [got[(name, seed)] for seed in STUDY_SEEDS]
+        means[name] = sum(values) / len(values)
+        log(f"{name:8s} validation MPJPE {' / '.join(f'{v:.1f}' for v in values)} mm (seeds {STUDY_SEEDS}), "
+            f"mean {means[name]:.2f}")
+    log(f"chosen by the rule: hot_select={min(SELECTIONS, key=means.get)}")
+    return means
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -94,6 +128,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="extra key=value overrides for every run")
     parser.add_argument("--train-only", action="store_true",
                         help="train (or reuse) our models and print validation MPJPE only; no test number is computed")
+    parser.add_argument("--select-study", action="store_true",
+                        help="HoT's token selection chosen on validation: fine-tune with each lift.model.hot_select "
+                             "(seeds 0-2) and print validation MPJPE only; no test number is computed")
     args = parser.parse_args()
     base = (QUICK if args.quick else BENCH) + args.set
     prepared = OUT / "prepared"
@@ -102,6 +139,9 @@ def main() -> None:
     from domains.poses.evaluation import OUR_METHODS
 
     ours = set(OUR_METHODS.values())     # evaluate's names for our model; renamed per variant below
+    if args.select_study:
+        select_study(base, prepared)
+        return
     rows: list[dict] = []
     for name, (extra, init) in VARIANTS.items():
         common = ["-d", "poses", *sets(base + extra)]

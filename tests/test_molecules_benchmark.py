@@ -21,8 +21,12 @@ def test_benchmark_smoke(tmp_path):
     assert {r["metric"] for r in accuracy} == {"rmse", "mae", "r2"}
     speed = [r for r in rows if r["task"] == "predict-throughput"]
     assert [(r["method"], r["metric"], r["threads"], r["split"]) for r in speed] == \
-        [("sciformer", "molecules_per_s", 1, "20-molecules")]
-    assert speed[0]["value"] > 0
+        [("sciformer", "molecules_per_s", 1, "20-molecules"), ("sciformer-bf16", "molecules_per_s", 1, "20-molecules"),
+         ("sciformer-bf16", "max_abs_diff_vs_fp32", 1, "20-molecules"),
+         ("sciformer-bf16", "mean_abs_diff_vs_fp32", 1, "20-molecules")]
+    assert speed[0]["value"] > 0 and speed[1]["value"] > 0 and 0 <= speed[3]["value"] <= speed[2]["value"]
+    rmse = {r["method"]: r["value"] for r in accuracy if r["metric"] == "rmse"}
+    assert rmse["sciformer-bf16"] == pytest.approx(rmse["sciformer"], rel=0.05)   # the same model, bf16 rounding
 
 
 def test_paired_differences_and_summary():

@@ -13,10 +13,11 @@ from domains.poses.skeleton import h36m_links  # noqa: E402
 from domains.poses.training import Encoded, WindowCollate, predict_frames, window_starts  # noqa: E402
 
 
-def _meta(hot=False, ktp=False, window=16, keep=4, layers=2):
+def _meta(hot=False, ktp=False, window=16, keep=4, layers=2, select="cluster"):
     return {"encoder": {"d_model": 16, "n_heads": 2, "n_layers": layers, "d_ff": 32, "dropout": 0.0,
                         "attention": "sdpa", "rotary": True, "max_len": 256},
-            "model": {"ktp": ktp, "hot": hot, "hot_prune_after": 0, "hot_keep": keep, "hot_knn": 3, "window": window},
+            "model": {"ktp": ktp, "hot": hot, "hot_prune_after": 0, "hot_keep": keep, "hot_knn": 3, "window": window,
+                      "hot_select": select},
             "in_channels": 3, "skeleton_links": h36m_links(), "window": window, "fps": 50.0}
 
 
@@ -45,14 +46,33 @@ def test_uncertainty_head_does_not_shape_coordinates():
     assert model.sigma[0].weight.grad.abs().sum() > 0
 
 
-def test_hot_prunes_frames_in_middle_layers():
+@pytest.mark.parametrize("select", ["cluster", "uniform", "pool"])
+def test_hot_prunes_frames_in_middle_layers(select):
     torch.manual_seed(0)
-    model = PoseLifter(_meta(hot=True, keep=4, layers=3))
+    model = PoseLifter(_meta(hot=True, keep=4, layers=3, select=select))
     seen = []
     handle = model.temporal[1].register_forward_hook(lambda m, i, o: seen.append(i[2]))
-    model.eval()({"inputs": torch.randn(2, 16, 17, 3)})
+    batch = {"inputs": torch.randn(2, 16, 17, 3), "target": torch.randn(2, 16, 17, 3) * 0.2,
+             "mask": torch.ones(2, 16, dtype=torch.bool)}
+    out = model.eval()(batch)
     handle.remove()
     assert seen == [4]           # the temporal block after pruning attends over 4 frames, not 16
+    assert out.shape == (2, 16, 17, 4)
+    for p in (model.head.weight, model.recover.out.weight):   # zero at init (start as identity / zero pose)
+        torch.nn.init.normal_(p, std=0.1)
+    lifting_loss(model.train()(batch), batch)[0].backward()
+    assert model.recover.kv.weight.grad.abs().sum() > 0     # the recovery attends to the kept tokens
+
+
+def test_hot_token_selections():
+    h = torch.arange(12, dtype=torch.float32).view(1, 12, 1, 1).expand(2, 12, 17, 4).contiguous()
+    frames = torch.arange(12, dtype=torch.float32)[None].expand(2, 12)
+    uniform = PoseLifter(_meta(hot=True, window=12, keep=4, select="uniform"))
+    kept, times = uniform._prune(h, frames)
+    assert times[0].tolist() == [1, 4, 7, 10] and torch.equal(kept[0, :, 0, 0], times[0])
+    pool = PoseLifter(_meta(hot=True, window=12, keep=4, select="pool"))
+    kept, times = pool._prune(h, frames)
+    assert times[0].tolist() == [1, 4, 7, 10] and torch.allclose(kept[:, :, 5, 2], times)   # means of 0-2, 3-5, ...
 
 
 def test_dpc_knn_picks_cluster_centres_in_time_order():

@@ -8,7 +8,10 @@ pruned sequence keeps its true time offsets). Options (config `model.*`):
   frame features; the cluster centres' tokens are kept, in time order); the remaining blocks run on them; a
   Token Recovering Attention restores every frame at the end: each frame's query cross-attends (per joint) to
   the kept tokens. Deviation: the queries are the full-length tokens from just before pruning (a skip), not
-  zero-initialized learnable tokens, so recovery starts from each frame's own features.
+  zero-initialized learnable tokens, so recovery starts from each frame's own features. `hot_select` picks
+  how the kept tokens are made: `cluster` (HoT's TPC, above), `uniform` (every window/keep-th frame) or `pool`
+  (each kept token the average of its run of neighbouring frames, at their mean time: every stretch of the
+  window stays represented, where density peaks favour its slow stretches).
 - KTPFormer-style priors (Peng et al., CVPR 2024), as additive attention biases: spatial heads get
   -softplus(a_h) x (hops between joints on mmpose's H36M skeleton) + a learned joint-pair table; temporal heads
   get -softplus(b_h) x |frame offset| / 10 (trajectory locality). Core backends take no bias, so these blocks
@@ -96,6 +99,12 @@ def dpc_knn_select(features: Tensor, keep: int, k: int) -> Tensor:
     return idx.sort(-1).values
 
 
+def uniform_select(batch: int, frames: int, keep: int, device) -> Tensor:
+    """Indices [B, keep]: the centre frame of each of `keep` equal stretches of the window."""
+    idx = ((torch.arange(keep, device=device) + 0.5) * frames / keep).long().clamp_max(frames - 1)
+    return idx[None].expand(batch, keep)
+
+
 class TokenRecovery(nn.Module):
     """HoT's Token Recovering Attention: full-length queries [B, F, J, D] cross-attend per joint to the kept
     tokens [B, K, J, D]; rotary on both sides at their true frame indices."""
@@ -131,6 +140,7 @@ class PoseLifter(nn.Module):
         self.ktp = bool(m["ktp"])
         self.hot = bool(m["hot"])
         self.prune_after, self.keep, self.knn = int(m["hot_prune_after"]), int(m["hot_keep"]), int(m["hot_knn"])
+        self.select = str(m.get("hot_select", "cluster"))     # runs made before the key existed used TPC
         block = BiasedBlock if self.ktp else EncoderBlock
         spatial_cfg = dataclasses.replace(enc, rotary=False)     # joints have no order: learned joint embeddings
         # each joint's 2D offset from the pelvis beside its absolute position: the pose's shape, explicitly
@@ -175,6 +185,17 @@ class PoseLifter(nn.Module):
             x = self.temporal[i](x, cu, f, cos_sin)
         return x.reshape(b, j, f, d).permute(0, 2, 1, 3)
 
+    def _prune(self, h: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
+        """[B, F, J, D] tokens and their frame times -> the `keep` tokens (and times) the pruned blocks run on."""
+        b, f, j, d = h.shape
+        if self.select == "pool":
+            pooled = F.adaptive_avg_pool1d(h.permute(0, 2, 3, 1).reshape(b, j * d, f), self.keep)
+            return (pooled.view(b, j, d, self.keep).permute(0, 3, 1, 2),
+                    F.adaptive_avg_pool1d(frames[:, None], self.keep)[:, 0])
+        idx = (dpc_knn_select(h.mean(2), self.keep, self.knn) if self.select == "cluster"
+               else uniform_select(b, f, self.keep, h.device))
+        return torch.gather(h, 1, idx[:, :, None, None].expand(b, self.keep, j, d)), torch.gather(frames, 1, idx)
+
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         x = batch["inputs"]
         b, f, j, _ = x.shape
@@ -189,9 +210,7 @@ class PoseLifter(nn.Module):
             h = self._temporal(i, self._spatial(i, h), frames)
             if self.hot and i == self.prune_after and self.keep < f:
                 full, full_frames = h, frames
-                idx = dpc_knn_select(h.mean(2), self.keep, self.knn)
-                h = torch.gather(h, 1, idx[:, :, None, None].expand(b, self.keep, j, self.d))
-                frames = torch.gather(frames, 1, idx)
+                h, frames = self._prune(h, frames)
         if full is not None:
             h = self.recover(full, full_frames, h, frames)
         h = self.norm(h)
