@@ -79,6 +79,9 @@ def run_doctor() -> int:
     cuda = torch.cuda.is_available()
     print(f"\npython {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPU cores")
     print(f"device: {'cuda: ' + torch.cuda.get_device_name(0) if cuda else 'cpu (no CUDA device visible)'}")
+    from core.predict import native_cpu_bf16
+    print("CPU bf16 instructions: " + ("yes (`predict --precision bf16` is faster here)" if native_cpu_bf16() else
+                                       "no (`predict --precision bf16` would be emulated, slower than fp32)"))
     omp = os.environ.get("OMP_NUM_THREADS", "unset")
     print(f"torch threads: {torch.get_num_threads()} intra-op (OMP_NUM_THREADS={omp})")
     try:

@@ -51,7 +51,7 @@ def test_doctor_checks_core_packages_and_every_domain():
     for name in domain_names():
         line = next(line for line in lines if line.startswith(f"domain {name} "))
         assert " ok: " in line, line
-    assert "triton" in done.stdout and "device" in done.stdout
+    assert "triton" in done.stdout and "device" in done.stdout and "CPU bf16 instructions: " in done.stdout
 
 
 def test_user_errors_are_one_clean_message(run_cli, tmp_path):
