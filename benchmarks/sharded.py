@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--commit", action="store_true", help="also write benchmarks/results/sharded-<machine>.json")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
-    source = moses_input(args.n, OUT / f"moses_{args.n}.csv", source="test" if args.n <= 176_074 else "train")
-    base = {"task": "predict-sharded", "dataset": "moses-test" if args.n <= 176_074 else "moses-train",
+    moses_set = "test" if args.n <= 176_074 else "train"      # the test set's distinct SMILES, while they last
+    source = moses_input(args.n, OUT / f"moses_{args.n}.csv", source=moses_set)
+    base = {"task": "predict-sharded", "dataset": f"moses-{moses_set}",
             "split": f"{args.n}-molecules", "shards": args.shards, "precision": args.precision}
     rows, reference = [], None
     if not args.no_reference:
