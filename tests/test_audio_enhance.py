@@ -161,3 +161,28 @@ def test_baseline_settings_come_from_the_grid_by_validation_pesq():
     scores = [np.mean([M.pesq_score(c, B.enhance("spectral-subtraction", n, 8000, g), 8000) for n, c in zip(noisy, x)])
               for g in grid]
     assert best["val_pesq"] == pytest.approx(max(scores))
+
+
+def test_attenuation_limit_floors_every_bin_and_only_when_set():
+    from domains.audio.atten_limit import gain_of
+    torch.manual_seed(0)
+    model = SpeechEnhancer(8000, ENC, n_blocks=1, block_tokens=8).eval()
+    x = torch.from_numpy(speechlike(4000))[None]
+    mag_c, _ = S.compress(S.stft(x, model.n_fft, model.hop))
+    floor = gain_of(3.0) ** S.COMPRESS                      # 3 dB: a floor the untrained mask crosses
+    with torch.no_grad():
+        free = model.spectra(x)["mag"] / mag_c
+        model.min_gain = gain_of(3.0)
+        limited = model.spectra(x)["mag"] / mag_c
+    assert (free < floor - 1e-3).any()                       # without the limit some bins go lower
+    assert (limited >= floor - 1e-6).all()
+    torch.testing.assert_close(limited, free.clamp_min(floor), atol=1e-6, rtol=0)
+
+
+def test_attenuation_limit_rule_takes_the_best_score_ties_to_the_weaker_limit():
+    from domains.audio.atten_limit import choose, gain_of, score
+    assert gain_of(None) == 0.0 and gain_of(20) == pytest.approx(0.1)
+    assert score(2.0, 0.9) == pytest.approx(2.0 / 0.5 + 0.9 / 0.03)
+    study = [{"atten_limit_db": lim, "score": s} for lim, s in ((None, 30.0), (30.0, 31.0), (20.0, 31.0), (10.0, 29.0))]
+    assert choose(study) == 30.0
+    assert choose([{**r, "score": 1.0} for r in study]) is None

@@ -44,8 +44,19 @@ def test_enhance_rows_are_per_snr_bucket_on_unseen_voices(audio, tmp_path):
     cfg = dom.config(None, [*smoke, "task=enhance"])
     task = dom.task_of(cfg)
     members = train(task, cfg, root / "prepared", root / "enhance")
+    # what `train` does after the last member: the attenuation limit chosen on validation, saved as JSON
+    from core.runs import load_members_from
+    from domains.audio.atten_limit import choose
+    calibration = json.loads(json.dumps(task.calibrate(cfg, root / "prepared", members)))
+    study = calibration["atten_limit_validation"]
+    assert [r["atten_limit_db"] for r in study] == [None, *sorted(cfg["enhance.atten_limits_db"], reverse=True)]
+    assert all(np.isfinite([r["pesq"], r["stoi"]]).all() for r in study)
+    assert calibration["atten_limit_db"] == choose(study)
+    members = load_members_from(task, [root / "enhance"], torch.device("cpu"), calibration)
     rows, per_clip = task.evaluate(cfg, root / "prepared", members)
     assert {r["method"] for r in rows} == {"sciformer", "wiener", "noisy"}
+    chosen = {r["settings"]["atten_limit_db"] for r in rows if r["method"] == "sciformer"}
+    assert chosen == {calibration["atten_limit_db"]}
     assert {r["split"] for r in rows} == {"unseen-voices-snr0", "unseen-voices-snr5", "unseen-voices-snr10"}
     ours = {r["metric"] for r in rows if r["method"] == "sciformer"}
     assert {"pesq", "stoi", "si_sdr", "realtime_factor", "realtime_factor_cpu"} <= ours

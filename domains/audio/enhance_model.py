@@ -116,6 +116,9 @@ class SpeechEnhancer(nn.Module):
         self.pha_decoder = BinDecoder(c, self.patch, hidden, 2, features)
         self.mask_beta = mask_beta
         self.mask_slope = nn.Parameter(torch.ones(self.n_fft // 2 + 1))   # MP-SENet's learnable sigmoid, per bin
+        # attenuation limit (set after training from the run's calibration, see atten_limit.py): the least
+        # linear magnitude gain of any bin; 0 = none (training always runs without)
+        self.min_gain = 0.0
         # Streaming: chunks must start at multiples of `align_frames` (token and attention-block boundaries
         # then coincide with the whole file's), and `context_frames` either side of a sample reach it: the
         # analysis and synthesis STFT (n_fft/2 samples = 2 frames each), one token, at most one block per TF block.
@@ -145,6 +148,8 @@ class SpeechEnhancer(nn.Module):
         mask = self.mask_beta * torch.sigmoid(self.mask_slope * self.mag_decoder(h, bins)[..., 0]).transpose(1, 2)
         pr = self.pha_decoder(h, bins)
         est_phase = torch.atan2(pr[..., 1], pr[..., 0]).transpose(1, 2)
+        if self.min_gain > 0:    # the mask acts on compressed magnitudes: a linear gain g is g ** COMPRESS here
+            mask = mask.clamp_min(self.min_gain ** S.COMPRESS)
         est_mag = mag_c * mask
         return {"mag": est_mag, "phase": est_phase,
                 "com": torch.stack([est_mag * torch.cos(est_phase), est_mag * torch.sin(est_phase)], -1)}

@@ -20,6 +20,7 @@ from core.metrics import accuracy, log_loss, metric_rows
 from domains.audio import baselines as B
 from domains.audio import classify as CL
 from domains.audio import streaming as ST
+from domains.audio.atten_limit import enhancer
 from domains.audio.classify_pool import pooled
 from domains.audio.classify_task import encoder_probabilities, fold_examples
 from domains.audio.metrics import Dnsmos, quality
@@ -37,8 +38,9 @@ def split_name(snr: float) -> str:
 
 
 def model_enhancer(members) -> Callable[[np.ndarray], np.ndarray]:
-    """The ensemble's enhancement: each member streams the clip; the waveforms are averaged."""
-    model = ST.Ensemble([m.model for m in members]) if len(members) > 1 else members[0].model
+    """The ensemble's enhancement (with the run's attenuation limit): each member streams the clip; the
+    waveforms are averaged."""
+    model = enhancer(members)
     return lambda noisy: ST.enhance_array(model, noisy, members[0].metadata["task"]["chunk_seconds"])
 
 
@@ -76,7 +78,7 @@ def evaluate_enhance(cfg, prepared: Path, members, progress=None) -> tuple[list[
     test, val = load_mixtures(Path(prepared) / TEST), load_mixtures(Path(prepared) / VAL)
     methods: dict[str, Callable[[np.ndarray], np.ndarray]] = {"sciformer": model_enhancer(members),
                                                               "noisy": lambda x: x}
-    settings = {}
+    settings = {"sciformer": {"atten_limit_db": (members[0].metadata.get("calibration") or {}).get("atten_limit_db")}}
     for name in cfg["enhance.baselines"]:
         settings[name] = B.choose_settings(name, val["noisy"], val["clean"], sr)
         methods[name] = (lambda n, s: lambda x: B.enhance(n, x, sr, s))(name, settings[name])

@@ -12,6 +12,7 @@ import pandas as pd
 
 from domains.audio import newdata as ND
 from domains.audio import streaming as ST
+from domains.audio.atten_limit import enhancer
 
 PROCESSED = {"ok", "clipped", "truncated", "silent"}
 CLASSIFY_SEGMENT_S = 60.0   # long files are classified in 60 s segments, probabilities weighted by length
@@ -65,7 +66,7 @@ def enhance_file(members, path: Path, out_path: Path, info: dict, levels: dict, 
             written[0] += len(y)
 
         gain = 1.0 / max(levels["rms"], 1e-4)
-        ST.enhance_stream(ST.Ensemble([m.model for m in members]), read, total, write, gain,
+        ST.enhance_stream(enhancer(members), read, total, write, gain,
                           members[0].metadata["task"]["chunk_seconds"])
         if back:
             write(np.zeros((0, ch), np.float32), last=True)      # flush the resampler

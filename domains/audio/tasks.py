@@ -76,6 +76,11 @@ class EnhanceTask(_AudioTask):
         from domains.audio.enhance_model import build
         return build(metadata)
 
+    def calibrate(self, cfg, prepared, members):
+        """The attenuation limit (enhance.atten_limits_db), chosen on the validation mixtures."""
+        from domains.audio.atten_limit import calibrate_enhance
+        return calibrate_enhance(cfg, Path(prepared), members)
+
     def evaluate(self, cfg, prepared, members):
         from domains.audio.evaluate import evaluate_enhance
         return evaluate_enhance(cfg, Path(prepared), members)
