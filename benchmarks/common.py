@@ -53,14 +53,15 @@ def normalized(rows: list[dict]) -> list[dict]:
 
 def write_rows(domain: str, rows: list[dict], commit: bool) -> Path:
     """results/<domain>/benchmark.json always; with `commit` also the committed file of this machine, where
-    rows of datasets not re-run this time are kept."""
+    rows of (task, dataset) pairs not re-run this time are kept (`--tasks enhance` keeps the classify rows)."""
     rows = normalized(rows)
     write_json(ROOT / f"results/{domain}/benchmark.json", rows)
     if not commit:
         return ROOT / f"results/{domain}/benchmark.json"
     committed = ROOT / f"benchmarks/results/{domain}-{machine_label()}.json"
-    rerun = {r["dataset"] for r in rows}
-    kept = [r for r in json.loads(committed.read_text()) if r["dataset"] not in rerun] if committed.exists() else []
+    rerun = {(r["task"], r["dataset"]) for r in rows}
+    kept = ([r for r in json.loads(committed.read_text()) if (r["task"], r["dataset"]) not in rerun]
+            if committed.exists() else [])
     write_json(committed, kept + rows)
     return committed
 

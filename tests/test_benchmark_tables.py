@@ -26,3 +26,15 @@ def test_one_thread_count_or_none_adds_nothing_to_the_header(tmp_path):
         path.write_text(json.dumps(rows))
         text = render(path)
         assert "| method | moses test |" in text and "| b | 2.000 |" in text
+
+
+def test_committing_rows_replaces_only_the_rerun_task_and_dataset_pairs(tmp_path, monkeypatch):
+    from benchmarks import common
+    monkeypatch.setattr(common, "ROOT", tmp_path)
+    monkeypatch.setattr(common, "machine_label", lambda: "m")
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    old = [{**_row("a", 1.0), "task": task, "dataset": ds} for task in ("enhance", "classify") for ds in ("x", "y")]
+    (tmp_path / "benchmarks" / "results" / "d-m.json").write_text(json.dumps(old))
+    path = common.write_rows("d", [{**_row("a", 9.0), "task": "enhance", "dataset": "x"}], commit=True)
+    got = {(r["task"], r["dataset"]): r["value"] for r in json.loads(path.read_text())}
+    assert got == {("enhance", "x"): 9.0, ("enhance", "y"): 1.0, ("classify", "x"): 1.0, ("classify", "y"): 1.0}
