@@ -59,6 +59,8 @@ def prepare_prediction(domain: Domain, run_dir: Path, input_path: Path, output_p
     if output_path is not None:
         check_not_input(output_path, [input_path])
     reader.check(input_path)
+    if output_path is not None:   # after check: the files a manifest names are known once it parses
+        check_not_input(output_path, reader.input_files(input_path))
     return task, reader, model_meta
 
 
@@ -88,7 +90,7 @@ def predict_file(domain: Domain, run_dir: Path, input_path: Path, output_path: P
     members = load_members(task, run_dir, dev)
     jobs = jobs if task.parallel_predict else 1
     stats: dict[str, Any] = {"rows_in": 0, "rows_out": 0, "status": Counter()}
-    with OutputSet(output_path, [input_path]) as out, \
+    with OutputSet(output_path, reader.input_files(input_path)) as out, \
             Progress(reader.count(input_path) if progress else None, "predict", "item", enabled=progress) as bar:
         for batch, pred in _predictions(task, members, reader, input_path, chunk_size, out, jobs, run_dir, dev,
                                         precision):

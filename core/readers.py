@@ -54,6 +54,11 @@ class Reader:
     def check(self, path: Path) -> None:
         """Every check `predict` makes before loading a model; raise UserError naming the file and fix."""
 
+    def input_files(self, path: Path) -> list[Path]:
+        """Every file the input reads (the input itself, a manifest's rows, a settings file beside it): the
+        output (-o) may overwrite or replace none of them."""
+        return [Path(path)]
+
     def batches(self, path: Path, size: int) -> Iterator[Batch]:
         raise NotImplementedError
 
@@ -233,6 +238,9 @@ class FilesReader(Reader):
         items = self.items(path)
         if len(items) == 1 and not items[0].path.exists():
             raise UserError(f"{items[0].path}: file not found")
+
+    def input_files(self, path: Path) -> list[Path]:
+        return [Path(path), *(i.path for i in self.items(path))]
 
     def count(self, path: Path) -> int | None:
         return len(self.items(path))

@@ -92,6 +92,16 @@ def test_coco_results_json_and_csv_and_npy(tmp_path):
     (lambda p: _json(p, [{"frame_id": 0, "instances": [{"keypoints": COCO_TPOSE.tolist()}]}]), "image size is missing"),
     (lambda p: _json(p, [{"frame_id": 0, "instances": [{"keypoints": COCO_TPOSE.tolist()}]}], image_size=[10, 10],
                      meta_info={"dataset_name": "openpose"}), "unknown layout"),
+    (lambda p: _json(p, [{"frame_id": 0, "instances": [{"keypoints": COCO_TPOSE.tolist()}]}], image_size=[10, 10],
+                     meta_info={"fps": -30}), "fps must be a number"),
+    (lambda p: _json(p, [{"frame_id": 0, "instances": [{"keypoints": COCO_TPOSE.tolist()}]}], width=640),
+     "image size must be"),
+    (lambda p: _json(p, [{"frame_id": 0, "instances": None}], image_size=[10, 10]), "'instances' must be a list"),
+    (lambda p: _json(p, [{"frame_id": 0, "instances": [5]}], image_size=[10, 10]), "instance 0: must be an object"),
+    (lambda p: _json(p, [{"frame_id": 0, "instances": []}], image_size=[10, 10], meta_info=[1]),
+     "'meta_info' must be an object"),
+    (lambda p: p.write_text('{"image_size": [Infinity, 1080], "instance_info": [{"instances": []}]}'),
+     "positive finite"),
 ])
 def test_json_bad_inputs(tmp_path, make, message):
     path = tmp_path / "bad.json"
@@ -199,7 +209,7 @@ def test_settings_file_beside_the_input(tmp_path):
     with pytest.raises(UserError, match=r"settings of clip.npy.*unknown setting\(s\) \['fsp'\]"):
         read_keypoints(npy)
     (tmp_path / "clip.settings.json").write_text(json.dumps({"image_size": [640, 480], "fps": -3}))
-    with pytest.raises(UserError, match="fps must be a positive number"):
+    with pytest.raises(UserError, match=r"fps must be a number of frames per second in \(0, 1000\]"):
         read_keypoints(npy)
 
 
@@ -220,3 +230,42 @@ def test_reader_checks_before_any_model(tmp_path):
     reader.check(EXAMPLE)
     (batch,) = list(reader.batches(EXAMPLE, 10))
     assert batch.ids == [EXAMPLE.name] and len(batch.data.tracks) == 2 and reader.count(EXAMPLE) == 1
+
+
+def test_csv_rows_are_never_dropped_silently(tmp_path):
+    names = joint_names("h36m")
+    rows = [(f, 0, names[j], *H36M_TPOSE[j], 0.9, 1000, 1000) for f in range(4) for j in range(17)]
+    cols = ["frame", "track_id", "joint", "x", "y", "score", "width", "height"]
+    frac = pd.DataFrame(rows, columns=cols)
+    frac["frame"] = frac["frame"] / 2                                  # 0, 0.5, 1, 1.5: not frame numbers
+    frac.to_csv(tmp_path / "frac.csv", index=False)
+    with pytest.raises(UserError, match="row 19: frame must be an integer, got '0.5'"):
+        read_keypoints(tmp_path / "frac.csv")
+    dup = pd.DataFrame(rows + [rows[3]], columns=cols)
+    dup.to_csv(tmp_path / "dup.csv", index=False)
+    with pytest.raises(UserError, match="row 70 repeats frame 0, track 0, joint 3"):
+        read_keypoints(tmp_path / "dup.csv")
+    ragged = tmp_path / "ragged.csv"
+    pd.DataFrame(rows, columns=cols).to_csv(ragged, index=False)
+    ragged.write_text(ragged.read_text().replace("\n0,0,", "\n0,0,extra,", 1))
+    with pytest.raises(UserError, match="as many fields as the header"):
+        read_keypoints(ragged)
+    blank = pd.DataFrame(rows, columns=cols)
+    blank[["width", "height"]] = np.nan                                # empty cells: fall back to the sidecar
+    blank.to_csv(tmp_path / "blank.csv", index=False)
+    (tmp_path / "blank.settings.json").write_text(json.dumps({"image_size": [800, 600]}))
+    assert read_keypoints(tmp_path / "blank.csv").image_size == (800.0, 600.0)
+
+
+def test_output_over_the_settings_file_is_refused(tmp_path):
+    """The settings file beside an input is an input too: -o may not overwrite it."""
+    from core.outputs import check_not_input
+    from domains.poses.readers import KeypointsReader
+    npy = tmp_path / "clip.npy"
+    np.save(npy, _seq(COCO_TPOSE, 20))
+    side = tmp_path / "clip.settings.json"
+    side.write_text(json.dumps({"image_size": [640, 480], "layout": "coco"}))
+    files = KeypointsReader().input_files(npy)
+    assert files == [npy, side]
+    with pytest.raises(UserError, match="would overwrite the input"):
+        check_not_input(side, files)

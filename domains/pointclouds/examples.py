@@ -88,7 +88,7 @@ def bad_input_cases(folder: Path, examples: Path) -> list:
                   {"id": "nan", "cloud": "nan.xyz", "camera": "good.json"},
                   {"id": "few", "cloud": "few.xyz", "camera": "good.json"}]).to_csv(folder / "frames.csv", index=False)
     (folder / "nocloud.csv").write_text("file,camera\ngood.ply,good.json\n")
-    return [BadInput("corrupt_cloud", folder / "corrupt.ply", "no points could be read"),
+    return [BadInput("corrupt_cloud", folder / "corrupt.ply", "truncated or corrupt PLY"),
             BadInput("invalid_camera", folder / "badcam.ply", "invalid camera"),
             BadInput("image_size_mismatch", folder / "small.ply", "the intrinsics must belong to this image size"),
             BadInput("manifest_missing_file", folder / "frames.csv", status="missing_file"),

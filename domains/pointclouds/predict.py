@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import cv2
 import numpy as np
 import open3d as o3d
 from PIL import Image
@@ -48,11 +49,14 @@ class FrameProblem(Exception):
 
 def load_frame(spec: readers.FrameSpec, settings: Mapping[str, Any], min_points: int) -> Loaded:
     """Read, check and project one frame; raises FrameProblem(status, message) for a bad one."""
-    for role, path in (("cloud", spec.cloud), ("camera", spec.camera)):
-        if path is None or not Path(path).exists():
-            raise FrameProblem("missing_file", f"{role} file {path or '(none given)'} not found")
-    if spec.image is not None and not Path(spec.image).exists():
-        raise FrameProblem("missing_file", f"image file {spec.image} not found")
+    for role, path in (("cloud", spec.cloud), ("camera", spec.camera), ("image", spec.image)):
+        if path is None and role != "image":
+            where = "its manifest cell is empty" if role == "cloud" else \
+                f"no {spec.cloud.stem}.json or camera.json beside {spec.cloud.name}, or an empty manifest cell"
+            raise FrameProblem("missing_file", f"{spec.id}: no {role} file given ({where})")
+        if path is not None and not Path(path).is_file():
+            what = "is a folder, not a file" if Path(path).is_dir() else "not found"
+            raise FrameProblem("missing_file", f"{role} file {path} {what}")
     try:
         camera = readers.read_camera(spec.camera)
     except UserError as err:
@@ -83,8 +87,43 @@ def load_frame(spec: readers.FrameSpec, settings: Mapping[str, Any], min_points:
                            f"{camera.height} image; check the intrinsics and extrinsics")
     if in_view < min_points:
         raise FrameProblem("too_few_points", f"{spec.cloud}: only {in_view} image pixels have a point; the model "
-                           f"needs at least {min_points} (model.min_points)")
+                           f"needs at least {min_points} (model.min_points, fixed when it was trained)")
     return Loaded(spec, camera, image, sparse, len(points), in_view, dropped)
+
+
+def working_factor(height: int, width: int, patch: int, max_tokens: int) -> int:
+    """The smallest integer downscale s at which a frame fits the encoder: ceil(H/s/p) x ceil(W/s/p) patch
+    tokens plus at most as many point tokens (one per occupied patch cell) within `max_tokens`. 1 for the
+    image sizes the model trained on; about 3 for 640 x 480 with 8-pixel patches and 2,048 tokens."""
+    s = 1
+    while 2 * -(-height // (s * patch)) * -(-width // (s * patch)) > max_tokens:
+        s += 1
+    return s
+
+
+def downscale(sparse: np.ndarray, image: np.ndarray, K: np.ndarray, s: int):
+    """(sparse, image, K) at 1/s resolution on the exact s x s block grid: the nearest point of each block
+    (a z-buffer), the block mean colour, and the intrinsics of the coarser pixels."""
+    h, w = sparse.shape
+    hs, ws = -(-h // s), -(-w // s)
+    pad = ((0, hs * s - h), (0, ws * s - w))
+    depth = np.pad(sparse, pad).reshape(hs, s, ws, s)
+    depth = np.where(depth > 0, depth, np.inf).min((1, 3))
+    colour = np.pad(image, (*pad, (0, 0)), mode="edge").reshape(hs, s, ws, s, 3).mean((1, 3))
+    Ks = K.astype(np.float64).copy()
+    Ks[:2, :2] /= s
+    Ks[:2, 2] = (K[:2, 2] + 0.5) / s - 0.5
+    return np.where(np.isfinite(depth), depth, 0).astype(np.float32), colour.round().astype(np.uint8), Ks
+
+
+def upscale(depth: np.ndarray, rel: np.ndarray, s: int, shape: tuple[int, int]):
+    """A working-resolution prediction back to the full image: bilinear in inverse depth (and in b) on the
+    same pixel-centre grid as `downscale`, cropped to `shape`."""
+    h, w = shape
+    size = (depth.shape[1] * s, depth.shape[0] * s)
+    inverse = cv2.resize(1.0 / np.maximum(depth, 1e-12), size, interpolation=cv2.INTER_LINEAR)[:h, :w]
+    rel = cv2.resize(rel, size, interpolation=cv2.INTER_LINEAR)[:h, :w]
+    return (1.0 / inverse).astype(np.float32), rel.astype(np.float32)
 
 
 def colourize(values: np.ndarray, valid: np.ndarray, cmap: str = "turbo") -> np.ndarray:
@@ -142,16 +181,24 @@ def predict_specs(models: Sequence, meta: Mapping[str, Any], specs: Sequence[rea
             rows.append(None)
         except FrameProblem as problem:
             rows.append({"id": spec.id, "status": problem.status, "message": str(problem)})
-    samples = [featurize(f.sparse, f.image, f.camera.K) for f in frames]
-    results = iter(predict_samples(models, samples, int(meta["patch"]), batch_size))
-    loaded = iter(frames)
+    patch, max_tokens = int(meta["patch"]), int(meta["encoder"]["max_len"])
+    factors = [working_factor(f.camera.height, f.camera.width, patch, max_tokens) for f in frames]
+    samples = [featurize(*((f.sparse, f.image, f.camera.K) if s == 1 else downscale(f.sparse, f.image, f.camera.K, s)))
+               for f, s in zip(frames, factors)]
+    results = iter(predict_samples(models, samples, patch, batch_size))
+    loaded, scales = iter(frames), iter(factors)
     for k, row in enumerate(rows):
         if row is not None:
             continue
-        frame, (depth, rel) = next(loaded), next(results)
+        frame, (depth, rel), s = next(loaded), next(results), next(scales)
+        note = ""
+        if s > 1:   # larger than the encoder takes at full resolution: predicted on a coarser grid
+            depth, rel = upscale(depth, rel, s, frame.sparse.shape)
+            note = (f"predicted at 1/{s} resolution ({-(-frame.camera.width // s)} x {-(-frame.camera.height // s)};"
+                    f" the model takes at most {max_tokens} tokens per frame) and upsampled")
         made = artifacts(frame, depth, rel, bool(settings["write_ply"]))
         files.update(dict(made.values()))
-        rows[k] = {"id": frame.spec.id, "status": "ok", "message": "", "points": frame.points,
+        rows[k] = {"id": frame.spec.id, "status": "ok", "message": note, "points": frame.points,
                    "points_in_view": frame.in_view, "nonfinite_dropped": frame.dropped,
                    **{col: name for col, (name, _) in made.items()}}
     return [{c: r.get(c, "") for c in COLUMNS} for r in rows], files

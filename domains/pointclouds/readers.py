@@ -12,6 +12,7 @@ Inputs (`-i`):
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,11 +67,17 @@ def read_camera(path: Path) -> Camera:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise UserError(f"{path}: camera file not found; write fx, fy, cx, cy, width, height as JSON") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, not a camera JSON file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not valid JSON ({exc}); the camera file is an object like "
                         '{"fx": 525, "fy": 525, "cx": 319.5, "cy": 239.5, "width": 640, "height": 480}') from None
     problems = [f"{'.'.join(map(str, e.absolute_path)) or 'camera'}: {e.message}"
                 for e in jsonschema.Draft202012Validator(CAMERA_SCHEMA).iter_errors(data)]
+    if not problems:
+        numbers = [data[k] for k in ("fx", "fy", "cx", "cy")] + sum(data.get("extrinsics", []), [])
+        if not np.isfinite(np.asarray(numbers, float)).all():
+            problems.append("fx, fy, cx, cy and extrinsics must be finite numbers (found Infinity or NaN)")
     if not problems:
         if not 0 <= data["cx"] <= data["width"] or not 0 <= data["cy"] <= data["height"]:
             problems.append(f"cx, cy = {data['cx']}, {data['cy']} lie outside the {data['width']} x {data['height']} "
@@ -92,6 +99,40 @@ def _text_rows(path: Path) -> int:
     return len(lines) - 1 if path.suffix.lower() == ".pts" else len(lines)   # .pts: a count line first
 
 
+PLY_SIZES = {"char": 1, "int8": 1, "uchar": 1, "uint8": 1, "short": 2, "int16": 2, "ushort": 2, "uint16": 2,
+             "int": 4, "int32": 4, "uint": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8}
+
+
+def ply_shortfall(path: Path) -> str | None:
+    """Why a PLY file holds fewer vertices than its header declares (open3d then returns the declared count
+    with uninitialised values), or None. Checks the vertex element when it comes first (as writers put it)."""
+    with open(path, "rb") as f:
+        head = f.read(65536)
+    end = head.find(b"end_header")
+    if not head.startswith(b"ply") or end < 0:
+        return None
+    lines = head[:end].decode("ascii", "replace").splitlines()
+    fmt = next((ln.split()[1] for ln in lines if ln.startswith("format ")), "ascii")
+    elements = [ln.split() for ln in lines if ln.startswith(("element ", "property "))]
+    if not elements or elements[0][:2] != ["element", "vertex"]:
+        return None
+    count, props = int(elements[0][2]), []
+    for parts in elements[1:]:
+        if parts[0] == "element":
+            break
+        props.append(parts)
+    body = path.stat().st_size - (end + head[end:].find(b"\n") + 1)
+    if fmt == "ascii":
+        with open(path, "rb") as f:
+            f.seek(end)
+            rows = sum(1 for ln in f.read().split(b"\n")[1:] if ln.strip())
+        return f"the header declares {count} vertices but {rows} data lines follow" if rows < count else None
+    if any(p[1] == "list" or p[1] not in PLY_SIZES for p in props):
+        return None
+    need = count * sum(PLY_SIZES[p[1]] for p in props)
+    return f"the header declares {count} vertices ({need} bytes) but only {body} bytes follow" if body < need else None
+
+
 def read_cloud(path: Path) -> tuple[np.ndarray, int]:
     """(finite points [N, 3] float64, number of non-finite points dropped). Unreadable, corrupt, empty or
     unsupported files raise UserError."""
@@ -103,6 +144,8 @@ def read_cloud(path: Path) -> tuple[np.ndarray, int]:
                         f"{', '.join(CLOUD_FORMATS)} (convert with open3d or CloudCompare)")
     if path.stat().st_size == 0:
         raise UserError(f"{path}: the file is empty (0 bytes)")
+    if path.suffix.lower() == ".ply" and (short := ply_shortfall(path)):
+        raise UserError(f"{path}: truncated or corrupt PLY: {short}; export the cloud again")
     cloud = o3d.io.read_point_cloud(str(path), remove_nan_points=False, remove_infinite_points=False)
     points = np.asarray(cloud.points)
     if len(points) == 0:
@@ -153,7 +196,8 @@ def plan(input_path: Path) -> list[FrameSpec]:
         clouds = sorted(p for p in path.iterdir() if p.suffix.lower() in CLOUD_FORMATS)
         if not clouds:
             raise UserError(f"{path}: no point cloud files ({', '.join(CLOUD_FORMATS)}) in this folder")
-        return [_spec(c) for c in clouds]
+        stems = [c.stem for c in clouds]   # good.ply and good.pcd: ids by file name, so no output overwrites another
+        return [_spec(c, c.name if stems.count(c.stem) > 1 else None) for c in clouds]
     if path.suffix.lower() == ".csv":
         return _manifest(path)
     if path.suffix.lower() not in CLOUD_FORMATS:
@@ -168,12 +212,14 @@ def plan(input_path: Path) -> list[FrameSpec]:
 
 def _manifest(path: Path) -> list[FrameSpec]:
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        with warnings.catch_warnings():   # a row with more fields than the header: an error, not a shifted index
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            table = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)
     except pd.errors.EmptyDataError:
         raise UserError(f"{path}: the manifest is empty; it needs a header (cloud,camera[,image][,id]) "
                         "and rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not a readable CSV ({exc})") from None
+    except (pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a readable CSV ({exc}); every row needs as many fields as the header") from None
     if "cloud" not in table.columns and "path" in table.columns:
         table = table.rename(columns={"path": "cloud"})
     missing = [c for c in MANIFEST_COLUMNS if c not in table.columns]

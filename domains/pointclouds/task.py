@@ -41,6 +41,11 @@ class PointcloudReader(Reader):
             except FrameProblem as problem:
                 raise UserError(str(problem) if str(path) in str(problem) else f"{path}: {problem}") from None
 
+    def input_files(self, path: Path) -> list[Path]:
+        from domains.pointclouds.readers import plan
+        named = [f for s in plan(Path(path)) for f in (s.cloud, s.camera, s.image) if f is not None]
+        return [Path(path), *named]
+
     def count(self, path: Path) -> int | None:
         from domains.pointclouds.readers import plan
         return len(plan(Path(path)))

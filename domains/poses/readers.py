@@ -25,6 +25,7 @@ raises UserError naming the file, frame or row and the fix.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -69,9 +70,11 @@ def _size(path: Path, *candidates) -> tuple[float, float]:
             w, h = (float(v) for v in c)
         except (TypeError, ValueError):
             raise UserError(f"{path}: image size must be [width, height] in pixels, got {c!r}") from None
-        if w > 0 and h > 0:
+        if np.isnan(w) and np.isnan(h):   # empty width/height cells: not given here
+            continue
+        if np.isfinite([w, h]).all() and w > 0 and h > 0:
             return w, h
-        raise UserError(f"{path}: image size must be positive, got {c!r}")
+        raise UserError(f"{path}: image size must be positive finite [width, height] in pixels, got [{w:g}, {h:g}]")
     raise UserError(f"{path}: the image size is missing; the lifter normalizes keypoints by it. Add "
                     "\"image_size\": [width, height] to the JSON, width/height columns to the CSV, or write "
                     f"{{\"image_size\": [1920, 1080]}} to {settings_path(path).name} beside the input")
@@ -118,12 +121,16 @@ def read_json(path: Path, layout: str | None, size) -> Keypoints2D:
         raise UserError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
     if data is None or data == [] or data == {}:
         raise UserError(f"{path}: the file is empty; it needs per-frame instances with keypoints")
-    meta = data.get("meta_info", {}) if isinstance(data, dict) else {}
+    meta = (data.get("meta_info") or {}) if isinstance(data, dict) else {}
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: 'meta_info' must be an object (e.g. {{\"dataset_name\": \"coco\"}}), "
+                        f"got {type(meta).__name__}")
     declared = layout if layout not in (None, "auto") else meta.get("layout") or meta.get("dataset_name")
     if declared == "coco_wholebody":
         raise UserError(f"{path}: COCO-WholeBody (133 keypoints) is not supported; keep its first 17 (COCO) keypoints")
     top = data if isinstance(data, dict) else {}
-    image_size = _size(path, top.get("image_size"), [top["width"], top["height"]] if "width" in top else None,
+    image_size = _size(path, top.get("image_size"),
+                       [top.get("width"), top.get("height")] if "width" in top or "height" in top else None,
                        meta.get("image_size"), size)
     frames_list = data.get("instance_info", data.get("annotations")) if isinstance(data, dict) else data
     if not isinstance(frames_list, list) or not frames_list:
@@ -134,7 +141,12 @@ def read_json(path: Path, layout: str | None, size) -> Keypoints2D:
             raise UserError(f"{path}: entry {i} is not an object")
         if "instances" in item:
             frame = item.get("frame_id", i)
+            if not isinstance(item["instances"], list):
+                raise UserError(f"{path}: frame {frame}: 'instances' must be a list of people, "
+                                f"got {type(item['instances']).__name__}")
             for n, inst in enumerate(item["instances"]):
+                if not isinstance(inst, dict):
+                    raise UserError(f"{path}: frame {frame} instance {n}: must be an object with 'keypoints'")
                 kp = np.asarray(inst.get("keypoints", []), float)
                 if kp.ndim != 2 or kp.shape[1] not in (2, 3):
                     raise UserError(f"{path}: frame {frame} instance {n}: keypoints must be [[x, y], ...]")
@@ -155,7 +167,7 @@ def read_json(path: Path, layout: str | None, size) -> Keypoints2D:
     lay = _layout(path, counts, declared, stacked)
     frames = np.array([int(r[0]) for r in rows])
     ids = np.array([int(r[1]) for r in rows])
-    fps = meta.get("fps") or top.get("fps")
+    fps = check_fps(path, meta.get("fps") or top.get("fps"))
     tracks = _tracks(path, frames, ids, stacked, np.stack([r[3] for r in rows]))
     return Keypoints2D(path, "json", lay, image_size, tracks,
                        fps=float(fps) if fps else None)
@@ -163,9 +175,14 @@ def read_json(path: Path, layout: str | None, size) -> Keypoints2D:
 
 def read_csv(path: Path, layout: str | None, size) -> Keypoints2D:
     try:
-        df = pd.read_csv(path)
+        with warnings.catch_warnings():   # a row with more fields than the header: an error, not a shifted index
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(path, index_col=False)
     except pd.errors.EmptyDataError:
         raise UserError(f"{path}: the file is empty; it needs a header frame,[track_id,]joint,x,y,score") from None
+    except (pd.errors.ParserError, pd.errors.ParserWarning) as exc:
+        raise UserError(f"{path}: malformed CSV ({str(exc).split('. ')[0]}); every row needs as many fields as "
+                        "the header (a ';'-separated file: save it with ',')") from None
     need = ["frame", "joint", "x", "y"]
     missing = [c for c in need if c not in df.columns]
     if missing:
@@ -180,11 +197,12 @@ def read_csv(path: Path, layout: str | None, size) -> Keypoints2D:
     image_size = _size(path, declared_size, size)
     for col in ("frame", "track_id"):
         if not pd.api.types.is_integer_dtype(df[col]):
-            bad = df.index[pd.to_numeric(df[col], errors="coerce").isna()]
+            values = pd.to_numeric(df[col], errors="coerce")
+            bad = df.index[values.isna() | (values != values.round())]
             if len(bad):
                 raise UserError(f"{path}: row {int(bad[0]) + 2}: {col} must be an integer, "
-                                f"got {df[col].iloc[bad[0]]!r}")
-            df[col] = df[col].astype(int)
+                                f"got {str(df[col].iloc[bad[0]])!r}")
+            df[col] = values.astype(int)
     k = int(df.groupby(["frame", "track_id"]).size().max())
     joint = df["joint"]
     if not pd.api.types.is_integer_dtype(joint):
@@ -201,6 +219,12 @@ def read_csv(path: Path, layout: str | None, size) -> Keypoints2D:
         layout = lay
     if df["joint"].min() < 0:
         raise UserError(f"{path}: row {int(df['joint'].idxmin()) + 2}: negative joint index")
+    twice = df.duplicated(["frame", "track_id", "joint"])
+    if twice.any():
+        first = int(np.flatnonzero(twice)[0])
+        raise UserError(f"{path}: row {first + 2} repeats frame {df['frame'].iloc[first]}, track "
+                        f"{df['track_id'].iloc[first]}, joint {df['joint'].iloc[first]}; give each person its own "
+                        "track_id and each joint one row")
     k = int(df["joint"].max()) + 1
     keys = df[["frame", "track_id"]].drop_duplicates().sort_values(["track_id", "frame"]).to_numpy()
     index = {tuple(kk): n for n, kk in enumerate(keys)}
@@ -251,6 +275,15 @@ def settings_path(path: Path) -> Path:
 SETTINGS_KEYS = ("image_size", "layout", "fps", "people")
 
 
+def check_fps(where, fps):
+    """A frame rate from a file: None (or 0, as some writers put it) = unknown, else 0 < fps <= 1000."""
+    if fps is None or (isinstance(fps, (int, float)) and not isinstance(fps, bool) and fps == 0):
+        return None
+    if not (isinstance(fps, (int, float)) and not isinstance(fps, bool) and 0 < fps <= 1000):
+        raise UserError(f"{where}: fps must be a number of frames per second in (0, 1000], got {fps!r}")
+    return fps
+
+
 def read_settings(path: Path) -> dict:
     """The optional settings file beside an input (see the module docstring); {} when there is none."""
     side = settings_path(path)
@@ -264,9 +297,8 @@ def read_settings(path: Path) -> dict:
     if not isinstance(values, dict) or set(values) - set(SETTINGS_KEYS):
         extra = sorted(set(values) - set(SETTINGS_KEYS)) if isinstance(values, dict) else values
         raise UserError(f"{where}: unknown setting(s) {extra}; allowed: {', '.join(SETTINGS_KEYS)}")
-    fps, people = values.get("fps"), values.get("people", 1)
-    if fps is not None and not (isinstance(fps, (int, float)) and 0 < fps <= 1000):
-        raise UserError(f"{where}: fps must be a positive number of frames per second, got {fps!r}")
+    check_fps(where, values.get("fps"))
+    people = values.get("people", 1)
     if not (isinstance(people, int) and 1 <= people <= 8):
         raise UserError(f"{where}: people must be an integer from 1 to 8, got {people!r}")
     return values
@@ -325,7 +357,15 @@ class KeypointsReader(Reader):
 
     def read(self, path: Path) -> Keypoints2D:
         with decoding_errors(path, "keypoint file"):
-            return read_keypoints(path, defaults=self.defaults)
+            try:
+                return read_keypoints(path, defaults=self.defaults)
+            except (KeyError, TypeError, AttributeError, IndexError) as exc:   # a structure the checks missed
+                raise UserError(f"{path}: not the expected keypoint structure ({type(exc).__name__}: {exc}); see "
+                                "domains/poses/README.md for the JSON, CSV and NPY layouts") from None
+
+    def input_files(self, path: Path) -> list[Path]:
+        side = settings_path(path)
+        return [Path(path), *([side] if side.exists() else [])]
 
     def count(self, path: Path) -> int:
         return 1
