@@ -94,7 +94,8 @@ def predict_file(domain: Domain, run_dir: Path, input_path: Path, output_path: P
             Progress(reader.count(input_path) if progress else None, "predict", "item", enabled=progress) as bar:
         for batch, pred in _predictions(task, members, reader, input_path, chunk_size, out, jobs, run_dir, dev,
                                         precision):
-            _collect(pred, batch, out, on_invalid, input_path, stats, getattr(reader, "required", []))
+            _collect(pred, batch, out, on_invalid, input_path, stats,
+                     list(getattr(reader, "locate", ()) or getattr(reader, "required", [])))
             bar.update(len(batch.ids))
         with autocast(precision, dev.type):
             stats.update(task.finish(members, out))
@@ -114,14 +115,23 @@ def _collect(pred: Prediction, batch: Batch, out: OutputSet, on_invalid: str, in
     stats["rows_in"] += len(batch.ids)
     for name, content in pred.files.items():
         out.write(name, content)
-    if pred.table is None:
-        stats["status"].update(str(s) for s in (pred.status or []))
+    if pred.table is None:   # an array or image output keeps every item (skip = mark); error stops at the first
+        statuses = [str(s) for s in (pred.status or [])]
+        stats["status"].update(statuses)
+        ok = pred.predicted_mask() if pred.predicted is not None else None
+        if on_invalid == "error" and ok is not None and not ok.all():
+            i = int((~ok).argmax())
+            at = pred.locations[i] if pred.locations else f"item {i + 1}"
+            status = statuses[i] if statuses else "not predicted"
+            raise UserError(f"{input_path}: {at}: {status}; fix or remove it, or use --on-invalid mark "
+                            "(this output format keeps every item, with its status)")
         return
     table, ok = pred.table, pred.predicted_mask()
     if on_invalid == "error" and not ok.all():
         i = int((~ok).argmax())
-        where = batch.ids[i] if len(batch.ids) == len(table) else f"row {batch.first + i + 1}"
-        values = ", ".join(f"{c}={table[c].iloc[i]!r}" for c in shown if c in table)
+        where = batch.ids[i] if len(batch.ids) == len(table) else \
+            (f"{batch.ids[0]}: output row {i + 1}" if len(batch.ids) == 1 else f"row {batch.first + i + 1}")
+        values = ", ".join(f"{c}={_plain(table[c].iloc[i])}" for c in shown if c in table)
         where += f" ({values})" if values else ""
         status = table["status"].iloc[i] if "status" in table else "not predicted"
         raise UserError(f"{input_path}: {where}: {status}; fix or remove it, or use --on-invalid mark|skip")
@@ -132,6 +142,11 @@ def _collect(pred: Prediction, batch: Batch, out: OutputSet, on_invalid: str, in
     if "status" in table:
         stats["status"].update(table["status"].astype(str))
     out.append(table)
+
+
+def _plain(value: Any) -> str:
+    """A cell as a user wrote it: `0`, not `np.int64(0)`; strings quoted so blanks show."""
+    return repr(value) if isinstance(value, str) else str(value.item() if hasattr(value, "item") else value)
 
 
 def native_cpu_bf16() -> bool:

@@ -50,6 +50,8 @@ class Reader:
     """Base class: `formats` lists the accepted input suffixes ("/" = a folder)."""
 
     formats: tuple[str, ...] = ()
+    # output columns that say where a row came from, for `--on-invalid error` messages (default: `required`)
+    locate: tuple[str, ...] = ()
 
     def check(self, path: Path) -> None:
         """Every check `predict` makes before loading a model; raise UserError naming the file and fix."""

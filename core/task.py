@@ -60,12 +60,14 @@ class Prediction:
         writes the file. Names: "" = the output itself, ".status.npy" = a sibling of a file output
         (`map.status.npy` beside `map.npy`), "clip.wav" = a file inside a folder output.
     status: per-item statuses to count when there is no table (the pixels of an image).
+    locations: where each of those items is in the input (e.g. "track 0, frame 20"), for `--on-invalid error`.
     """
 
     table: pd.DataFrame | None = None
     predicted: np.ndarray | None = None
     files: dict[str, Any] = field(default_factory=dict)
     status: Sequence[str] | None = None
+    locations: Sequence[str] | None = None
 
     def predicted_mask(self) -> np.ndarray:
         if self.predicted is not None:

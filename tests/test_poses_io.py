@@ -269,3 +269,30 @@ def test_output_over_the_settings_file_is_refused(tmp_path):
     assert files == [npy, side]
     with pytest.raises(UserError, match="would overwrite the input"):
         check_not_input(side, files)
+
+
+def test_on_invalid_error_names_track_and_frame_for_file_outputs(tmp_path):
+    """.npy/.json outputs keep every frame, so `--on-invalid error` must stop at the first frame without a
+    person and say where it is (track, frame); `mark` keeps it with its status."""
+    from collections import Counter
+
+    from core.outputs import OutputSet
+    from core.predict import _collect
+    from core.readers import Batch
+    from domains.poses.readers import Keypoints2D, Track
+    from domains.poses.task import LiftTask
+    points = _seq(COCO_TPOSE, 30)
+    points[21] = np.nan                                           # nobody in frame 21
+    data = Keypoints2D(tmp_path / "x.json", "json", "coco", (1000.0, 1000.0),
+                       [Track(3, np.arange(30), points, np.ones((30, 17)))], fps=50.0)
+    batch = Batch(data, ["x.json"])
+    for suffix in (".npy", ".json"):
+        with OutputSet(tmp_path / f"out{suffix}") as out:
+            pred = LiftTask(None).predict(_members(), batch, out)
+            assert pred.table is None and pred.locations[21] == "track 3, frame 21"
+            stats = {"rows_in": 0, "rows_out": 0, "status": Counter()}
+            with pytest.raises(UserError, match=r"x.json: track 3, frame 21: no_detection; .*--on-invalid mark"):
+                _collect(pred, batch, out, "error", tmp_path / "x.json", stats, [])
+            stats = {"rows_in": 0, "rows_out": 0, "status": Counter()}
+            _collect(pred, batch, out, "mark", tmp_path / "x.json", stats, [])
+            assert stats["status"]["no_detection"] == 1 and stats["status"]["ok"] == 29

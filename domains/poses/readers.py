@@ -341,6 +341,7 @@ class KeypointsReader(Reader):
     half-way."""
 
     formats = INPUT_SUFFIXES
+    locate = ("track_id", "frame")
 
     def __init__(self, defaults: dict | None = None):
         self.defaults = dict(defaults or {})   # the command's lift.input: where a file and its sidecar are silent

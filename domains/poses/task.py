@@ -100,7 +100,8 @@ class LiftTask(Task):
         else:
             table = writers.to_table(lifted)
             return Prediction(table=table, predicted=(table["status"] != "no_detection").to_numpy(), files=files)
-        return Prediction(files=files, status=statuses.tolist())
+        where = [f"track {t.track_id}, frame {f}" for t in lifted for f in t.frames]
+        return Prediction(files=files, status=statuses.tolist(), predicted=statuses != "no_detection", locations=where)
 
     # -- tests and reports ------------------------------------------------------------------------------
     def example_inputs(self, folder):
