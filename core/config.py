@@ -47,6 +47,7 @@ class Config:
     values: Mapping[str, Any]
     sources: tuple[str, ...] = field(default=())
     requirements: tuple[str, ...] = field(default=())   # the domain's packages, stamped beside outputs
+    given: Mapping[str, Any] = field(default_factory=dict)  # only what --config and --set said (no defaults)
 
     def get(self, dotted: str, default: Any = None) -> Any:
         node: Any = self.values
@@ -65,10 +66,26 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return _thaw(self.values)
 
+    def given_at(self, dotted: str) -> dict[str, Any]:
+        """The settings under `dotted` that the user gave (--config, --set), without the defaults: what a
+        command may lay over settings stored with a trained model."""
+        node: Any = self.given
+        for part in dotted.split("."):
+            node = node.get(part, {}) if isinstance(node, Mapping) else {}
+        return _thaw(node) if isinstance(node, Mapping) else {}
+
+    def __reduce__(self):
+        # read-only mappings do not pickle; worker processes get the config rebuilt from plain dicts
+        return (_rebuild, (self.domain, self.to_dict(), self.sources, self.requirements, _thaw(self.given)))
+
     def resolved(self, data_hashes: Mapping[str, str] | None = None) -> dict[str, Any]:
         """What is written beside every output: the config, where it came from, versions, data hashes."""
         return {"domain": self.domain, "config": self.to_dict(), "sources": list(self.sources),
                 "versions": versions(self.requirements), "data_hashes": dict(data_hashes or {})}
+
+
+def _rebuild(domain, values, sources, requirements, given) -> Config:
+    return Config(domain, _freeze(values), tuple(sources), tuple(requirements), _freeze(given))
 
 
 _MISSING = object()
@@ -188,19 +205,21 @@ def resolve(domain: str, domain_defaults: Path, domain_schema: Mapping, config_f
     """Build and validate the config for `domain`. `extra_check(dict) -> list[str]` adds domain rules
     that a JSON schema cannot express (cross-field constraints); its problems are reported with the rest."""
     values = deep_merge(load_yaml(_HERE / "defaults.yaml"), load_yaml(domain_defaults))
-    sources = [str(domain_defaults)]
+    sources, given = [str(domain_defaults)], {}
     if config_file:
         user = load_yaml(config_file)
         user.pop("domain", None)  # a config file may name its domain; the CLI's --domain decides
-        values = deep_merge(values, user)
+        given = deep_merge(given, user)
         sources.append(str(config_file))
     if overrides:
-        values = deep_merge(values, parse_overrides(overrides))
+        given = deep_merge(given, parse_overrides(overrides))
         sources.extend(f"--set {o}" for o in overrides)
+    values = deep_merge(values, given)
     schema = merged_schema(domain_schema)
     validator = jsonschema.Draft202012Validator(schema)
     schema_ok = not any(True for _ in validator.iter_errors(values))
     extra = list(extra_check(values)) if (extra_check and schema_ok) else []
     extra += _check_attention(values)
     validate(values, schema, extra)
-    return Config(domain=domain, values=_freeze(values), sources=tuple(sources), requirements=tuple(requirements))
+    return Config(domain=domain, values=_freeze(values), sources=tuple(sources), requirements=tuple(requirements),
+                  given=_freeze(given))

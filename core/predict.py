@@ -174,7 +174,8 @@ def _predictions(task: Task, members, reader: Reader, input_path: Path, size: in
     # most 2 per worker in flight (memory stays bounded however long the input).
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
-                             initargs=(task.domain.name, task.name, str(run_dir), str(device), precision)) as pool:
+                             initargs=(task.domain.name, task.name, str(run_dir), str(device), precision,
+                                       task.prediction_config, getattr(task, "on_invalid", "mark"))) as pool:
         pending = []
         try:
             for batch in batches:
@@ -213,12 +214,14 @@ def no_shape_cache() -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(domain_name: str, task_name: str, run_dir: str, device: str, precision: str) -> None:
+def _worker_init(domain_name: str, task_name: str, run_dir: str, device: str, precision: str,
+                 config: Config | None, on_invalid: str) -> None:
     no_shape_cache()
     reuse_freed_memory()
     from core.domain import get_domain
     torch.set_num_threads(1)
     task = get_domain(domain_name).task(task_name)
+    task.prediction_config, task.on_invalid = config, on_invalid   # as the main process's task has them
     _WORKER.update(task=task, members=load_members(task, Path(run_dir), torch.device(device)),
                    precision=precision, device_type=torch.device(device).type)
 

@@ -140,7 +140,7 @@ class TableReader(Reader):
         if missing:
             shown = ", ".join(map(str, columns[:20])) or "none"
             fix = f"; {self.fix}" if self.fix else ""
-            raise UserError(f"{path}: missing column(s) {missing} (found: {shown}){fix}")
+            raise UserError(f"{path}: missing column(s) {missing} (found: {shown}){fix}{separator_hint(columns)}")
         clash = [c for c in self.forbidden if c in columns]
         if clash:
             raise UserError(f"{path}: input already has output column(s) {clash}; rename them so nothing is "
@@ -196,6 +196,15 @@ def finite_numbers(frame: pd.DataFrame, columns: Sequence[str], path: Path, firs
     return values
 
 
+def separator_hint(columns: Sequence) -> str:
+    """A note for a 'missing column' error when the header parsed as one column holding ';', tabs or '|':
+    a CSV saved with another separator (spreadsheets in many locales write ';')."""
+    names = [str(c) for c in columns]
+    seps = [s for s in (";", "\t", "|") if len(names) == 1 and s in names[0]]
+    shown = "tab" if seps and seps[0] == "\t" else (f"'{seps[0]}'" if seps else "")
+    return f"; the header looks {shown}-separated: save the file with ',' as the separator" if seps else ""
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -224,7 +233,8 @@ class FilesReader(Reader):
                 frame = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)
             if MANIFEST_PATH_COLUMN not in frame:
                 raise UserError(f"{path}: a manifest needs a {MANIFEST_PATH_COLUMN!r} column listing the "
-                                f"{self.what} files (found: {', '.join(frame.columns[:20]) or 'none'})")
+                                f"{self.what} files (found: {', '.join(frame.columns[:20]) or 'none'})"
+                                f"{separator_hint(frame.columns)}")
             if frame.empty:
                 raise UserError(f"{path}: the manifest lists no files")
             base = path.parent

@@ -74,3 +74,18 @@ def test_parse_overrides():
         parse_overrides(["train=5", "train.lr=1"])
     with pytest.raises(ConfigError, match="expected key=value"):
         parse_overrides(["novalue"])
+
+
+def test_given_keeps_only_what_the_user_said_and_survives_pickling(molecules, tmp_path):
+    """`given_at` is what a predict command lays over settings stored with a model: the user's --config and
+    --set, never the defaults; worker processes receive the config pickled."""
+    import pickle
+    user = tmp_path / "user.yaml"
+    user.write_text("train:\n  lr: 0.01\n")
+    cfg = molecules.config(str(user), ["train.epochs=2"])
+    assert cfg.given_at("train") == {"lr": 0.01, "epochs": 2}
+    assert cfg.given_at("encoder") == {} and cfg.given_at("train.lr") == {}
+    back = pickle.loads(pickle.dumps(cfg))
+    assert back == cfg and back.given_at("train") == {"lr": 0.01, "epochs": 2}
+    with pytest.raises(TypeError):
+        back.given["train"]["lr"] = 1.0                       # still read-only

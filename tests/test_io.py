@@ -37,3 +37,10 @@ def test_save_figure_failure_leaves_no_file_and_still_closes(tmp_path):
     with pytest.raises(AttributeError):          # matplotlib fails mid-write on a bad bounding box
         save_figure(fig, tmp_path / "x.png", bbox_inches="nonsense")
     assert list(tmp_path.iterdir()) == [] and not plt.fignum_exists(fig.number)
+
+
+def test_separator_hint_names_the_separator_of_a_one_column_header():
+    from core.readers import separator_hint
+    assert "';'-separated" in separator_hint(["smiles;logS"])
+    assert "tab-separated" in separator_hint(["cloud\tcamera"])
+    assert separator_hint(["smiles", "logS"]) == "" and separator_hint(["smiles"]) == ""

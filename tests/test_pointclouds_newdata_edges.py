@@ -102,3 +102,41 @@ def test_output_folder_holding_the_manifests_inputs_is_refused(tmp_path):
     with pytest.raises(UserError, match="would overwrite the input"):
         check_not_input(prev, files)
     assert (prev / "good.ply").exists()
+
+
+def test_predict_command_settings_override_the_stored_ones():
+    """`--set predict.write_ply=false` at predict time changes this run, not the model (it was silently
+    ignored: the stored settings always won); keys the command does not give stay as stored."""
+    from core.domain import get_domain
+    from domains.pointclouds.task import DepthTask
+    task = DepthTask(None)
+    stored = {**META, "predict": {**META["predict"], "outlier_filter": "sor2"}}
+    assert task.with_command_settings(stored)["predict"] == stored["predict"]      # no command config
+    task.prediction_config = get_domain("pointclouds").config(None, ["predict.write_ply=false", "predict.voxel=0.05"])
+    merged = task.with_command_settings(stored)
+    assert merged["predict"] == {"outlier_filter": "sor2", "voxel": 0.05, "write_ply": False}
+    assert stored["predict"]["write_ply"] is True and task.reader(stored).meta["predict"]["voxel"] == 0.05
+
+
+def test_frame_files_cross_process_boundaries(tmp_path):
+    """`predict -j N` returns each frame's files from a worker, pickled (a closure writer was a traceback)."""
+    import pickle
+    _write_cloud(tmp_path / "scan.ply", _cloud())
+    (tmp_path / "scan.json").write_text(json.dumps(CAMERA))
+    _, files = predict.predict_specs([_net()], META, readers.plan(tmp_path / "scan.ply"))
+    back = pickle.loads(pickle.dumps(files))
+    assert set(back) == set(files) and {"scan.depth.png", "scan.dense.ply", "scan.preview.png"} <= set(back)
+    back["scan.depth.png"](tmp_path / "d.png")
+    back["scan.dense.ply"](tmp_path / "d.ply")
+    assert (tmp_path / "d.png").stat().st_size > 0 and (tmp_path / "d.ply").stat().st_size > 0
+
+
+def test_depth_png_never_writes_a_positive_depth_as_unknown():
+    depth = np.array([[0.0004, 0.0006, 1.2345], [70.0, np.nan, 0.0]], np.float32)
+    np.testing.assert_array_equal(predict.depth_png_mm(depth), [[1, 1, 1234], [65535, 0, 0]])
+
+
+def test_semicolon_manifest_says_which_separator(tmp_path):
+    (tmp_path / "m.csv").write_text("cloud;camera\nscan.ply;scan.json\n")
+    with pytest.raises(UserError, match="looks ';'-separated: save the file with ','"):
+        readers.plan(tmp_path / "m.csv")

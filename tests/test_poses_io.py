@@ -102,6 +102,11 @@ def test_coco_results_json_and_csv_and_npy(tmp_path):
      "'meta_info' must be an object"),
     (lambda p: p.write_text('{"image_size": [Infinity, 1080], "instance_info": [{"instances": []}]}'),
      "positive finite"),
+    (lambda p: _json(p, [{"frame_id": 0, "instances": [{"keypoints": COCO_TPOSE.tolist(),
+                                                         "keypoint_scores": [1] * 15}]}], image_size=[10, 10]),
+     "15 keypoint_scores for 17 keypoints"),
+    (lambda p: _json(p, [{"frame_id": 0, "instances": [{"keypoints": [["a", "b"]] * 17}]}], image_size=[10, 10]),
+     "frame 0 instance 0: keypoints: must be numbers"),
 ])
 def test_json_bad_inputs(tmp_path, make, message):
     path = tmp_path / "bad.json"
@@ -296,3 +301,21 @@ def test_on_invalid_error_names_track_and_frame_for_file_outputs(tmp_path):
             stats = {"rows_in": 0, "rows_out": 0, "status": Counter()}
             _collect(pred, batch, out, "mark", tmp_path / "x.json", stats, [])
             assert stats["status"]["no_detection"] == 1 and stats["status"]["ok"] == 29
+
+
+def test_keypoints_that_do_not_fit_the_image_size_are_flagged(tmp_path, caplog):
+    """A wrong image size gives wrong 3D without any error, so `check` warns where keypoints and size do not
+    belong together: most joints far outside the image, or coordinates normalized to 0-1."""
+    from domains.poses.readers import KeypointsReader, implausible
+    npy = tmp_path / "clip.npy"
+    np.save(npy, _seq(COCO_TPOSE, 20))                       # pixels around (500, 500)
+    side = tmp_path / "clip.settings.json"
+    side.write_text(json.dumps({"image_size": [1000, 1000], "layout": "coco"}))
+    assert implausible(read_keypoints(npy)) == []
+    side.write_text(json.dumps({"image_size": [200, 150], "layout": "coco"}))     # a thumbnail's size
+    assert "more than half an image outside the 200 x 150 image" in implausible(read_keypoints(npy))[0]
+    np.save(npy, _seq(COCO_TPOSE, 20) / 1000)                # normalized coordinates
+    side.write_text(json.dumps({"image_size": [1920, 1080], "layout": "coco"}))
+    with caplog.at_level("WARNING"):
+        KeypointsReader().check(npy)
+    assert "look normalized to 0-1" in caplog.text

@@ -11,6 +11,7 @@ import pandas as pd
 from core.config import Config
 from core.errors import UserError
 from core.io import atomic_path, file_sha256
+from core.readers import separator_hint
 from domains.molecules import chem
 
 BUILTIN_TARGETS = {"freesolv": ["expt"], "solubility": ["solubility"]}
@@ -55,7 +56,7 @@ def load_raw(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, 
     missing = [c for c in [col, *targets] if c not in table.columns]
     if missing:
         raise UserError(f"{path}: missing column(s) {missing}; found {list(table.columns)[:20]}. "
-                        "Set data.smiles_column / data.targets to the right names")
+                        f"Set data.smiles_column / data.targets to the right names{separator_hint(table.columns)}")
     return table.rename(columns={col: "smiles"}), None, {path.name: file_sha256(path)}
 
 

@@ -12,6 +12,7 @@ outside_image, too_few_points.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -137,15 +138,23 @@ def colourize(values: np.ndarray, valid: np.ndarray, cmap: str = "turbo") -> np.
     return out
 
 
-def _png(array: np.ndarray):
-    return lambda path: Image.fromarray(array).save(path, format="PNG")
+# Writers are partials of module-level functions, not closures: with `predict -j N` a frame's files come back
+# from a worker process, pickled.
+def _write_png(array: np.ndarray, path: Path) -> None:
+    Image.fromarray(array).save(path, format="PNG")
 
 
-def _ply(cloud: o3d.t.geometry.PointCloud):
-    def write(path: Path) -> None:
-        if not o3d.t.io.write_point_cloud(str(path), cloud):
-            raise UserError(f"{path.name}: open3d could not write the dense cloud")
-    return write
+def _write_dense_ply(depth: np.ndarray, K: np.ndarray, image: np.ndarray | None, extrinsic: np.ndarray | None,
+                     path: Path) -> None:
+    if not o3d.t.io.write_point_cloud(str(path), geometry.densified_cloud(depth, K, image, extrinsic)):
+        raise UserError(f"{path.name}: open3d could not write the dense cloud")
+
+
+def depth_png_mm(depth: np.ndarray) -> np.ndarray:
+    """Depth in metres -> the 16-bit millimetre PNG convention, where 0 means "no depth": a positive depth
+    never becomes 0 (below 0.5 mm it is written as 1 mm), beyond 65.535 m it saturates; the .npy is exact."""
+    mm = np.rint(np.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0) * 1000)
+    return np.where(depth > 0, np.clip(mm, 1, 65535), 0).astype(np.uint16)
 
 
 def artifacts(frame: Loaded, depth: np.ndarray, relative_error: np.ndarray, write_ply: bool) -> dict[str, tuple]:
@@ -158,14 +167,13 @@ def artifacts(frame: Loaded, depth: np.ndarray, relative_error: np.ndarray, writ
     preview = np.concatenate([frame.image, points, colourize(inverse, np.isfinite(inverse)),
                               colourize(confidence, np.ones_like(known), "viridis")], 1)
     out = {"depth_npy": (f"{ident}.depth.npy", depth.astype(np.float32)),
-           # 16-bit millimetres; beyond 65.535 m the value saturates
-           "depth_png": (f"{ident}.depth.png", _png(np.clip(np.rint(depth * 1000), 0, 65535).astype(np.uint16))),
+           "depth_png": (f"{ident}.depth.png", partial(_write_png, depth_png_mm(depth))),
            "confidence": (f"{ident}.confidence.npy", confidence),
            "uncertainty": (f"{ident}.uncertainty.npy", (depth * relative_error).astype(np.float32)),
-           "preview": (f"{ident}.preview.png", _png(preview))}
+           "preview": (f"{ident}.preview.png", partial(_write_png, preview))}
     if write_ply:
         out["ply"] = (f"{ident}.dense.ply",
-                      _ply(geometry.densified_cloud(depth, frame.camera.K, frame.image, frame.camera.extrinsic)))
+                      partial(_write_dense_ply, depth, frame.camera.K, frame.image, frame.camera.extrinsic))
     return out
 
 

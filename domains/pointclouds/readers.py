@@ -23,6 +23,7 @@ import pandas as pd
 from PIL import Image
 
 from core.errors import UserError
+from core.readers import separator_hint
 from domains.pointclouds.geometry import intrinsic_matrix
 
 CLOUD_FORMATS = (".ply", ".pcd", ".xyz", ".pts", ".xyzn", ".xyzrgb")
@@ -225,7 +226,7 @@ def _manifest(path: Path) -> list[FrameSpec]:
     missing = [c for c in MANIFEST_COLUMNS if c not in table.columns]
     if missing:
         raise UserError(f"{path}: manifest lacks column(s) {missing}; it needs cloud,camera and optionally "
-                        f"image,id (found: {', '.join(table.columns)})")
+                        f"image,id (found: {', '.join(table.columns)}){separator_hint(table.columns)}")
     if table.empty:
         raise UserError(f"{path}: the manifest has no rows")
     ids = table["id"] if "id" in table.columns else pd.Series([f"row{i + 1}" for i in range(len(table))])

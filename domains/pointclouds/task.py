@@ -80,15 +80,22 @@ class DepthTask(Task):
         from domains.pointclouds.evaluation import evaluate
         return evaluate(cfg, Path(prepared), members, bool(cfg.get("train.progress", True)))
 
+    def with_command_settings(self, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """The model's metadata with its `predict` settings (stored at training) overridden by those the predict
+        command gives (`--set predict.voxel=0.05`, --config): they change how a new cloud is read and what is
+        written, not the model."""
+        given = self.prediction_config.given_at("predict") if self.prediction_config is not None else {}
+        return {**metadata, "predict": {**metadata["predict"], **given}}
+
     def output_formats(self, metadata):
         return ("/",)
 
     def reader(self, metadata):
-        return PointcloudReader(metadata)
+        return PointcloudReader(self.with_command_settings(metadata))
 
     def predict(self, members, batch, out):
         from domains.pointclouds.predict import predict_specs
-        meta = members[0].metadata["task"]
+        meta = self.with_command_settings(members[0].metadata["task"])
         rows, files = predict_specs([m.model for m in members], meta, batch.data)
         return Prediction(table=pd.DataFrame(rows), files=files)
 

@@ -25,6 +25,7 @@ raises UserError naming the file, frame or row and the fix.
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +35,10 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserError
-from core.readers import Batch, Reader, decoding_errors
+from core.readers import Batch, Reader, decoding_errors, separator_hint
 from domains.poses.skeleton import LAYOUTS, N_JOINTS, detect_layout, joint_names
+
+log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 INPUT_SUFFIXES = (".json", ".csv", ".npy", *VIDEO_SUFFIXES)
@@ -147,13 +150,18 @@ def read_json(path: Path, layout: str | None, size) -> Keypoints2D:
             for n, inst in enumerate(item["instances"]):
                 if not isinstance(inst, dict):
                     raise UserError(f"{path}: frame {frame} instance {n}: must be an object with 'keypoints'")
-                kp = np.asarray(inst.get("keypoints", []), float)
+                where = f"{path}: frame {frame} instance {n}"
+                kp = _numbers(inst.get("keypoints", []), f"{where}: keypoints")
                 if kp.ndim != 2 or kp.shape[1] not in (2, 3):
-                    raise UserError(f"{path}: frame {frame} instance {n}: keypoints must be [[x, y], ...]")
-                sc = np.asarray(inst.get("keypoint_scores", kp[:, 2] if kp.shape[1] == 3 else np.ones(len(kp))), float)
+                    raise UserError(f"{where}: keypoints must be [[x, y], ...]")
+                sc = _numbers(inst.get("keypoint_scores", kp[:, 2] if kp.shape[1] == 3 else np.ones(len(kp))),
+                              f"{where}: keypoint_scores")
+                if sc.shape != (len(kp),):
+                    raise UserError(f"{where}: {sc.size} keypoint_scores for {len(kp)} keypoints; give one score per "
+                                    "keypoint")
                 rows.append((frame, inst.get("track_id", n), kp[:, :2], sc))
         elif "keypoints" in item:
-            flat = np.asarray(item["keypoints"], float)
+            flat = _numbers(item["keypoints"], f"{path}: entry {i}: keypoints")
             if flat.ndim != 1 or len(flat) % 3:
                 raise UserError(f"{path}: entry {i}: COCO keypoints must be a flat list [x1, y1, v1, ...]")
             kp = flat.reshape(-1, 3)
@@ -186,7 +194,8 @@ def read_csv(path: Path, layout: str | None, size) -> Keypoints2D:
     need = ["frame", "joint", "x", "y"]
     missing = [c for c in need if c not in df.columns]
     if missing:
-        raise UserError(f"{path}: missing column(s) {missing}; expected frame, [track_id,] joint, x, y, score")
+        raise UserError(f"{path}: missing column(s) {missing}; expected frame, [track_id,] joint, x, y, score"
+                        f"{separator_hint(df.columns)}")
     if df.empty:
         raise UserError(f"{path}: no data rows; nothing to lift")
     if "track_id" not in df:
@@ -335,6 +344,36 @@ def read_keypoints(path: str | Path, layout: str | None = None, image_size=None,
     return data
 
 
+def _numbers(value, what: str) -> np.ndarray:
+    """A JSON list as a float array, or an error saying where the non-number is (not numpy's message)."""
+    try:
+        return np.asarray(value, float)
+    except (TypeError, ValueError):
+        raise UserError(f"{what}: must be numbers in equal-length lists (null for a missing value), "
+                        f"got {json.dumps(value)[:80]}") from None
+
+
+def implausible(data: Keypoints2D) -> list[str]:
+    """Signs that keypoints and image size do not belong together. Lifting normalizes by the image size, so a
+    wrong size gives plausible-looking but wrong 3D without any error; a detector's joints a little outside
+    the frame are normal, most of them far outside are not."""
+    points = np.concatenate([t.keypoints.reshape(-1, 2) for t in data.tracks]) if data.tracks else np.zeros((0, 2))
+    points = points[np.isfinite(points).all(1)]
+    if len(points) == 0:
+        return []
+    w, h = data.image_size
+    problems = []
+    far = ((points[:, 0] < -0.5 * w) | (points[:, 0] > 1.5 * w) | (points[:, 1] < -0.5 * h) | (points[:, 1] > 1.5 * h))
+    if far.mean() > 0.05:
+        problems.append(f"{far.sum()} of {len(points)} keypoints lie more than half an image outside the "
+                        f"{w:g} x {h:g} image; is the image size right (width/height, or image_size in the "
+                        "settings file)?")
+    if max(w, h) > 10 and np.abs(points).max() <= 1.5:
+        problems.append(f"every keypoint lies within 1.5 px of the corner of the {w:g} x {h:g} image: they look "
+                        "normalized to 0-1; give pixel coordinates, or image size 1 x 1")
+    return problems
+
+
 class KeypointsReader(Reader):
     """The lift task's prediction input: one keypoint file or video = one item (its tracks inside). `check`
     parses the whole file (or opens the video and loads MediaPipe), so an input that validates never fails
@@ -354,7 +393,8 @@ class KeypointsReader(Reader):
             open_video(path)[0].release()
             require_mediapipe()
             return
-        self.read(path)
+        for problem in implausible(self.read(path)):
+            log.warning("%s: %s", path, problem)
 
     def read(self, path: Path) -> Keypoints2D:
         with decoding_errors(path, "keypoint file"):

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserError
-from core.readers import decoding_errors
+from core.readers import decoding_errors, separator_hint
 
 ETTH1_BORDERS = ((0, 8640), (8640, 11520), (11520, 14400))   # Informer/iTransformer protocol, 12/4/4 months
 CALENDAR = ("hour", "dayofweek", "dayofyear")   # known-future calendar covariates, scaled to [-0.5, 0.5]
@@ -154,7 +154,7 @@ def to_series(frame: pd.DataFrame, path, time_col: str, targets: list[str], cova
     freq is ROWS); numeric columns; NaN policy."""
     if time_col not in frame:
         raise UserError(f"{path}: no time column {time_col!r} (found: {', '.join(map(str, frame.columns[:12]))}); "
-                        "set data.time_column")
+                        f"set data.time_column{separator_hint(frame.columns)}")
     missing = [c for c in [*targets, *covariates] if c not in frame]
     if missing:
         raise UserError(f"{path}: missing column(s) {missing} (found: {', '.join(map(str, frame.columns[:20]))})")
