@@ -190,8 +190,19 @@ class _TableWriter:
     def __init__(self, path: Path):
         self.path, self.parquet = path, path.suffix.lower() == ".parquet"
         self.header_written, self.writer = False, None
+        self.columns: list | None = None
 
     def write(self, table: pd.DataFrame) -> None:
+        # The first chunk fixes the columns: a later chunk in another order or without an optional column
+        # (e.g. every file of it failed, so none has an output name) must not shift the CSV's fields.
+        if self.columns is None:
+            self.columns = list(table.columns)
+        elif list(table.columns) != self.columns:
+            new = [c for c in table.columns if c not in self.columns]
+            if new:
+                raise RuntimeError(f"prediction chunks disagree on columns: {new} not in the first chunk's "
+                                   f"{self.columns}; the task must give every chunk the same columns")
+            table = table.reindex(columns=self.columns)
         if not self.parquet:
             table.to_csv(self.path, mode="a" if self.header_written else "w", header=not self.header_written,
                          index=False)

@@ -103,6 +103,7 @@ def test_domain_end_to_end(domain, task, tmp_path, run_cli):
         assert len(frame) > 0 and "status" in frame
     assert not [p for p in (tmp_path / "pred").iterdir() if ".partial-" in p.name], "staging left behind"
     _same_under_bf16(run_cli, domain, good, out_path, run)
+    _same_with_workers(run_cli, good, out_path, run, domain)
     # bad input: clear error, no traceback, nothing written
     bad_out = tmp_path / "bad" / out_name
     code, out, err = run_cli("-q", "predict", "-d", domain, "-i", bad, "-o", bad_out, "--model", run)
@@ -117,6 +118,27 @@ def _table(path: Path) -> pd.DataFrame | None:
     """The prediction table of an output (a CSV file, or a folder's predictions.csv), if it has one."""
     table = path if path.suffix == ".csv" else path / "predictions.csv"
     return pd.read_csv(table) if table.exists() else None
+
+
+def _same_with_workers(run_cli, good: Path, serial_out: Path, run: Path, domain: str) -> None:
+    """`predict -j 2` (batches predicted in worker processes, results pickled back) gives the serial run's
+    output set: the same files, rows and statuses, numbers to float32 rounding (batches differ in size)."""
+    out = serial_out.parent.parent / "pred_j2" / serial_out.name
+    code, _, err = run_cli("-q", "predict", "-d", domain, "-i", good, "-o", out, "--model", run, "-j", "2",
+                           "--chunk-size", "1")
+    assert code == 0, err
+    if serial_out.is_dir():
+        assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in serial_out.iterdir())
+    a, b = _table(serial_out), _table(out)
+    if a is None:
+        return
+    assert list(a.columns) == list(b.columns) and len(a) == len(b)
+    for col in a.columns:
+        if a[col].dtype.kind == "f":
+            x, y = a[col].to_numpy(float), b[col].to_numpy(float)
+            np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-5 * np.nanmax(np.abs(x), initial=1.0), err_msg=col)
+        else:
+            assert (a[col].astype(str) == b[col].astype(str)).all(), col
 
 
 def _same_under_bf16(run_cli, domain: str, good: Path, fp32_out: Path, run: Path) -> None:

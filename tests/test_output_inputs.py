@@ -20,3 +20,21 @@ def test_files_a_manifest_names_are_inputs(tmp_path):
     with pytest.raises(UserError, match="would overwrite the input .*take1.wav"):
         check_not_input(old_output, files)
     check_not_input(tmp_path / "new", files)                 # a fresh folder is fine
+
+
+def test_table_chunks_keep_the_first_chunks_columns(tmp_path):
+    """A later chunk without an optional column, or in another order, must not shift the CSV's fields; a chunk
+    with a column the first lacked is the task's bug, caught here rather than written misaligned."""
+    import pandas as pd
+
+    from core.outputs import OutputSet
+    target = tmp_path / "out.csv"
+    with OutputSet(target) as out:
+        out.append(pd.DataFrame({"id": ["a"], "status": ["ok"], "output": ["a.wav"]}))
+        out.append(pd.DataFrame({"status": ["missing_file"], "id": ["b"]}))
+        with pytest.raises(RuntimeError, match=r"\['extra'\] not in the first chunk's"):
+            out.append(pd.DataFrame({"id": ["c"], "status": ["ok"], "output": ["c.wav"], "extra": [1]}))
+        out.commit({})
+    table = pd.read_csv(target, keep_default_na=False)
+    assert table.to_dict("records") == [{"id": "a", "status": "ok", "output": "a.wav"},
+                                        {"id": "b", "status": "missing_file", "output": ""}]

@@ -120,6 +120,7 @@ def enhance_items(members, items: list[tuple[Path, str]], out, used: set[str]) -
     rows = []
     for path, item_id in items:
         row, info, levels = inspect(path, item_id)
+        row["output"] = ""                      # every row has the column, so every chunk has the same ones
         if row["status"] in PROCESSED:
             name = ND.output_name(item_id, used)
             target = out.path(name)
