@@ -221,7 +221,7 @@ def test_settings_file_beside_the_input(tmp_path):
 def test_reader_checks_before_any_model(tmp_path):
     """KeypointsReader (the core's prediction path): undecodable bytes name the file; a corrupt video fails in
     check, before detection; a good file is one item with its tracks."""
-    from domains.poses.readers import KeypointsReader
+    from domains.poses.prediction_input import KeypointsReader
     from domains.poses.task import EXAMPLE
     reader = KeypointsReader()
     latin = tmp_path / "latin.json"
@@ -265,7 +265,7 @@ def test_csv_rows_are_never_dropped_silently(tmp_path):
 def test_output_over_the_settings_file_is_refused(tmp_path):
     """The settings file beside an input is an input too: -o may not overwrite it."""
     from core.outputs import check_not_input
-    from domains.poses.readers import KeypointsReader
+    from domains.poses.prediction_input import KeypointsReader
     npy = tmp_path / "clip.npy"
     np.save(npy, _seq(COCO_TPOSE, 20))
     side = tmp_path / "clip.settings.json"
@@ -306,7 +306,7 @@ def test_on_invalid_error_names_track_and_frame_for_file_outputs(tmp_path):
 def test_keypoints_that_do_not_fit_the_image_size_are_flagged(tmp_path, caplog):
     """A wrong image size gives wrong 3D without any error, so `check` warns where keypoints and size do not
     belong together: most joints far outside the image, or coordinates normalized to 0-1."""
-    from domains.poses.readers import KeypointsReader, implausible
+    from domains.poses.prediction_input import KeypointsReader, implausible
     npy = tmp_path / "clip.npy"
     np.save(npy, _seq(COCO_TPOSE, 20))                       # pixels around (500, 500)
     side = tmp_path / "clip.settings.json"

@@ -75,7 +75,7 @@ class LiftTask(Task):
         return OUTPUTS
 
     def reader(self, metadata):
-        from domains.poses.readers import KeypointsReader
+        from domains.poses.prediction_input import KeypointsReader
         cfg = self.prediction_config
         return KeypointsReader(cfg.get("lift.input") if cfg is not None else None)
 
