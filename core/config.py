@@ -74,6 +74,9 @@ class Config:
             node = node.get(part, {}) if isinstance(node, Mapping) else {}
         return _thaw(node) if isinstance(node, Mapping) else {}
 
+    def to_given(self) -> dict[str, Any]:
+        return _thaw(self.given)
+
     def __reduce__(self):
         # read-only mappings do not pickle; worker processes get the config rebuilt from plain dicts
         return (_rebuild, (self.domain, self.to_dict(), self.sources, self.requirements, _thaw(self.given)))

@@ -29,7 +29,7 @@ from core.io import file_sha256, versions
 from core.outputs import OutputSet, check_not_input, output_kind
 from core.progress import Progress
 from core.readers import Batch, Reader, input_suffix
-from core.runs import first_meta, load_members, run_task
+from core.runs import first_meta, load_members, run_info, run_task
 from core.task import Prediction, Task
 from core.train import configure_threads, pick_device
 
@@ -43,6 +43,11 @@ def prepare_prediction(domain: Domain, run_dir: Path, input_path: Path, output_p
     """Every check `predict` makes before a model loads; `validate -i` runs exactly this."""
     task = run_task(run_dir, domain)
     task.prediction_config = config
+    if config is not None:
+        ignored = settings_a_model_fixes(config, run_info(run_dir), task.prediction_settings)
+        if ignored:
+            log.warning("ignored: %s. These settings shape the trained model (%s), so prediction keeps the "
+                        "model's values; train a new model to change them.", "; ".join(ignored), run_dir)
     model_meta = first_meta(run_dir)["task"]
     reader = task.reader(model_meta)
     if output_path is not None:
@@ -62,6 +67,40 @@ def prepare_prediction(domain: Domain, run_dir: Path, input_path: Path, output_p
     if output_path is not None:   # after check: the files a manifest names are known once it parses
         check_not_input(output_path, reader.input_files(input_path))
     return task, reader, model_meta
+
+
+# read by every predict command, whatever the model: the task to run, CPU threads, progress output
+ALWAYS_AT_PREDICT = ("task", "train.threads", "train.progress")
+
+
+def settings_a_model_fixes(config: Config, run: dict[str, Any], free: tuple[str, ...]) -> list[str]:
+    """'key=value (the model's: value)' for each setting the command gave (--config, --set) that differs from
+    the trained model's and is not one a predict command may change (`free`, ALWAYS_AT_PREDICT): it would
+    otherwise be silently ignored. A run written before configs were stored has nothing to compare."""
+    model = run.get("resolved", {}).get("config")
+    if not isinstance(model, dict):
+        return []
+    out = []
+    for key, value in _leaves(config.to_given()):
+        if any(key == f or key.startswith(f + ".") for f in (*free, *ALWAYS_AT_PREDICT)):
+            continue
+        stored = model
+        for part in key.split("."):
+            stored = stored.get(part, _ABSENT) if isinstance(stored, dict) else _ABSENT
+        if stored != value:
+            out.append(f"{key}={value!r} (the model's: {'none' if stored is _ABSENT else repr(stored)})")
+    return out
+
+
+_ABSENT = object()
+
+
+def _leaves(tree: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def _formats(formats) -> str:

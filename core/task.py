@@ -112,9 +112,17 @@ class Task:
     # before `reader` is called: settings a user may change at prediction time (a stack's gate width, a
     # photon threshold). The model's own settings are in the metadata that `reader` receives.
     prediction_config: Config | None = None
+    # dotted keys (or whole sections) a predict command may set for its own run, e.g. ("predict",); any other
+    # key it gives must match the trained model's, else predict warns that it cannot apply
+    prediction_settings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, domain: Any):
         self.domain = domain
+
+    def command_settings(self, section: str) -> dict[str, Any]:
+        """What the predict command gave under `section` (--config, --set; no defaults), to lay over the
+        settings stored with the model: the model's choice stands unless the user overrides it."""
+        return self.prediction_config.given_at(section) if self.prediction_config is not None else {}
 
     # -- configuration ---------------------------------------------------------------------------------
     def train_settings(self, cfg: Config, stage: str) -> dict[str, Any]:

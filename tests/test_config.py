@@ -89,3 +89,19 @@ def test_given_keeps_only_what_the_user_said_and_survives_pickling(molecules, tm
     assert back == cfg and back.given_at("train") == {"lr": 0.01, "epochs": 2}
     with pytest.raises(TypeError):
         back.given["train"]["lr"] = 1.0                       # still read-only
+
+
+def test_predict_warns_about_settings_a_trained_model_fixes(molecules):
+    """A --set at predict time that cannot change the trained model is named (it was silently ignored);
+    settings the task lets a predict command change, and ones equal to the model's, are not."""
+    from core.predict import settings_a_model_fixes
+    model = molecules.config(None, ["train.epochs=3"]).to_dict()
+    dropout = model["encoder"].pop("dropout")                 # a key an older model's config did not have
+    run = {"resolved": {"config": model}}
+    cfg = molecules.config(None, ["train.epochs=3", "train.threads=2", "encoder.d_model=32",
+                                  f"encoder.dropout={dropout}"])
+    ignored = settings_a_model_fixes(cfg, run, ())
+    assert ignored == [f"encoder.d_model=32 (the model's: {model['encoder']['d_model']})",
+                       f"encoder.dropout={dropout!r} (the model's: none)"]
+    assert settings_a_model_fixes(cfg, run, ("encoder",)) == []
+    assert settings_a_model_fixes(cfg, {"members": ["."]}, ()) == []      # a run without a stored config

@@ -381,3 +381,15 @@ def test_nir_spectra_outside_the_calibration_range_get_a_status(nir_model, tmp_p
         np.testing.assert_allclose(scaled.y, plain.y, rtol=1e-4, atol=1e-4)
     else:
         assert (scaled.status == "outside_calibration_range").all() and scaled.y.isna().all()
+
+
+def test_prediction_settings_are_the_models_unless_the_command_gives_them():
+    """A model trained with `--set lifetime.min_photons=80` keeps 80 at predict time (the domain default used
+    to win silently); a predict command's own --set overrides it for that run."""
+    from core.domain import get_domain
+    from domains.spectra.predict import options
+    stored = {"min_photons": 80, "predict_bin": 1, "compare_pixels": 0}
+    spectra = get_domain("spectra")
+    assert options(stored, spectra.config(None, [])) == stored
+    assert options(stored, spectra.config(None, ["lifetime.min_photons=20"]))["min_photons"] == 20
+    assert options(stored, None) == stored

@@ -63,6 +63,7 @@ class DepthTask(Task):
     description = "sparse points (LiDAR, ToF, SfM) + camera [+ image] -> dense depth and per-pixel uncertainty"
     smoke_overrides = SMOKE
     default_output = "depth"
+    prediction_settings = ("predict",)
 
     def prepare(self, cfg, out_dir: Path) -> dict[str, str]:
         from domains.pointclouds.data import prepare
@@ -84,8 +85,7 @@ class DepthTask(Task):
         """The model's metadata with its `predict` settings (stored at training) overridden by those the predict
         command gives (`--set predict.voxel=0.05`, --config): they change how a new cloud is read and what is
         written, not the model."""
-        given = self.prediction_config.given_at("predict") if self.prediction_config is not None else {}
-        return {**metadata, "predict": {**metadata["predict"], **given}}
+        return {**metadata, "predict": {**metadata["predict"], **self.command_settings("predict")}}
 
     def output_formats(self, metadata):
         return ("/",)

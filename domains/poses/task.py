@@ -30,6 +30,7 @@ class LiftTask(Task):
     description = "2D keypoints or video -> 3D joints (mm, root-relative) with per-joint uncertainty"
     smoke_overrides = SMOKE
     default_output = "predictions.csv"
+    prediction_settings = ("lift.input",)     # how to read the inputs: image size, layout, fps, people
     # one input file is one item (its tracks inside): nothing to spread over workers, and the output's format
     # (table, JSON, array) is read from the output set, which a worker does not get
     parallel_predict = False

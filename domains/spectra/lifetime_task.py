@@ -22,6 +22,7 @@ from domains.spectra import lifetime, readers
 from domains.spectra.model import lifetime_model
 from domains.spectra.predict import (
     OUTPUT_COLUMNS,
+    PREDICT_KEYS,
     ImageInput,
     ImageTile,
     MapWriter,
@@ -118,6 +119,8 @@ class LifetimeTask(Task):
     description = "photon-count histograms + IRF -> fluorescence lifetimes (tau1, tau2, A, tau_m) with a status"
     smoke_overrides = SMOKE
     default_output = "lifetime_map.npy"
+    prediction_settings = (*(f"lifetime.{k}" for k in PREDICT_KEYS), "lifetime.stack_gate_ps",
+                           "lifetime.stack_period_ns")
     parallel_predict = False      # the map is filled tile by tile in the output set
 
     def __init__(self, domain):

@@ -36,8 +36,10 @@ def setting_for(meta, gates: int, timing: dict) -> FlimSetting:
 
 
 def options(meta: Mapping[str, Any], cfg) -> dict:
-    """Prediction settings: the config's (--set at predict time) when there is one, else the model's."""
-    return {k: (cfg[f"lifetime.{k}"] if cfg is not None else meta[k]) for k in PREDICT_KEYS}
+    """Prediction settings: the model's (stored at training), overridden by those the predict command gives
+    (--set lifetime.min_photons=20, --config)."""
+    given = cfg.given_at("lifetime") if cfg is not None else {}
+    return {k: given.get(k, meta[k]) for k in PREDICT_KEYS}
 
 
 @dataclass
