@@ -107,3 +107,25 @@ def test_scenes_place_only_their_split_meshes():
     for _ in range(3):
         scene = scenes.compose(rng, sources, settings, n_views=1)
         assert len(scene.objects) == 3 and set(scene.objects) <= {"ant", "nut"}
+
+
+def test_densified_cloud_is_open3ds_in_a_fixed_order():
+    """The dense .ply holds the points and colours open3d's create_from_rgbd_image gives (world frame), in
+    row-major pixel order, so the same prediction writes the same file on every run."""
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(1.0, 5.0, (12, 16)).astype(np.float32)
+    depth[2, 3], depth[5, 7] = 0.0, np.nan                                # no depth: no point
+    image = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
+    K = geometry.intrinsic_matrix(20.0, 21.0, 7.5, 5.5)
+    extrinsic = geometry.look_at(np.array([1.0, -2.0, 0.5]), np.array([0.0, 0.0, 0.0]))
+    ours = geometry.densified_cloud(depth, K, image, extrinsic)
+    t = lambda a, dt=o3d.core.Dtype.Float64: o3d.core.Tensor(np.ascontiguousarray(a), dtype=dt)  # noqa: E731
+    img = lambda a: o3d.t.geometry.Image(t(a, o3d.core.Dtype.Float32))  # noqa: E731
+    rgbd = o3d.t.geometry.RGBDImage(img(image.astype(np.float32) / 255), img(np.nan_to_num(depth)))
+    ref = o3d.t.geometry.PointCloud.create_from_rgbd_image(rgbd, t(K), t(extrinsic), depth_scale=1.0, depth_max=1e9)
+    a = np.concatenate([ours.point.positions.numpy(), ours.point.colors.numpy()], 1)
+    b = np.concatenate([ref.point.positions.numpy(), ref.point.colors.numpy()], 1)
+    assert len(a) == 12 * 16 - 2
+    np.testing.assert_allclose(a[np.lexsort(a.T)], b[np.lexsort(b.T)], atol=1e-5)   # float32 points
+    again = geometry.densified_cloud(depth, K, image, extrinsic).point.positions.numpy()
+    np.testing.assert_array_equal(again, ours.point.positions.numpy())

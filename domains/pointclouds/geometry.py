@@ -107,13 +107,17 @@ def remove_outliers(sparse: np.ndarray, K: np.ndarray, neighbours: int, std_rati
 
 def densified_cloud(depth: np.ndarray, K: np.ndarray, image: np.ndarray | None = None,
                     extrinsic: np.ndarray | None = None) -> o3d.t.geometry.PointCloud:
-    """The dense depth back in 3-D (world frame when `extrinsic` is given), coloured by the image if any."""
-    ext = _tensor(np.eye(4) if extrinsic is None else extrinsic)
-    d = o3d.t.geometry.Image(_tensor(np.where(np.isfinite(depth), depth, 0).astype(np.float32),
-                                     o3d.core.Dtype.Float32))
-    if image is None:
-        return o3d.t.geometry.PointCloud.create_from_depth_image(d, _tensor(K), ext, depth_scale=1.0, depth_max=FAR)
-    rgb = o3d.t.geometry.Image(_tensor(np.ascontiguousarray(image[..., :3]).astype(np.float32) / 255.0,
-                                       o3d.core.Dtype.Float32))
-    rgbd = o3d.t.geometry.RGBDImage(rgb, d)
-    return o3d.t.geometry.PointCloud.create_from_rgbd_image(rgbd, _tensor(K), ext, depth_scale=1.0, depth_max=FAR)
+    """The dense depth back in 3-D (world frame when `extrinsic` is given), coloured by the image if any.
+    The points of open3d's create_from_rgbd_image, in row-major pixel order (`backproject`): open3d's own order
+    follows its thread scheduling, so the same prediction wrote a different .ply on every run."""
+    valid = np.where(np.isfinite(depth) & (depth > 0), depth, 0).astype(np.float32)
+    points = backproject(valid, K).astype(np.float64)
+    if extrinsic is not None:   # world-to-camera: camera points back to the world frame
+        to_world = np.linalg.inv(np.asarray(extrinsic, float))
+        points = points @ to_world[:3, :3].T + to_world[:3, 3]
+    cloud = o3d.t.geometry.PointCloud(_tensor(points.astype(np.float32), o3d.core.Dtype.Float32))
+    if image is not None:
+        rows, cols = np.nonzero(valid > 0)
+        colours = np.asarray(image)[rows, cols, :3].astype(np.float32) / 255.0
+        cloud.point.colors = _tensor(colours, o3d.core.Dtype.Float32)
+    return cloud
