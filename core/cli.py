@@ -28,13 +28,13 @@ def _verbosity(p: argparse.ArgumentParser, top: bool = False) -> None:
                    **({"default": False} if top else default))
 
 
-def _common(p: argparse.ArgumentParser, needs_domain: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, needs_domain: bool = True,
+            set_help: str = "override one config value, e.g. --set train.lr=1e-3 (repeatable)") -> None:
     _verbosity(p)
     if needs_domain:
         p.add_argument("-d", "--domain", required=True, choices=registry.registered_names(), help="domain name")
     p.add_argument("--config", help="YAML file overriding the domain's defaults")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config value, e.g. --set train.lr=1e-3 (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="batch prediction on new data (the formats depend on the model's task: "
                                        "`sciformer list`, the domain's README), streamed in batches")
-    _common(p)
+    _common(p, set_help="change a prediction setting for this run, e.g. --set train.threads=2 (repeatable); a "
+                        "trained model keeps its other settings (a different value is named in a warning)")
     p.add_argument("-i", "--input", type=Path, required=True,
                    help="input: a table (.csv/.parquet), a file, a folder or a CSV manifest, as the task reads")
     p.add_argument("-o", "--output", type=Path, required=True,
@@ -83,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "never the input")
     p.add_argument("--model", type=Path, required=True, help="trained run directory")
     p.add_argument("--on-invalid", default="mark", choices=["mark", "skip", "error"],
-                   help="items the model cannot predict: mark them in `status` (default), drop them, or stop")
+                   help="items the model cannot predict: mark them in `status` (default), drop them from the output "
+                        "table (an array output such as a .npy map keeps every item, as mark), or stop at the first")
     p.add_argument("--chunk-size", type=int, default=10_000, help="items (rows) per batch")
     p.add_argument("-j", "--jobs", type=int, default=1,
                    help="worker processes predicting batches in parallel (output in input order)")
