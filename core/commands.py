@@ -252,8 +252,11 @@ def cmd_predict(args) -> int:
     skipped = stats.get("skipped", 0)   # output rows dropped; an item (a forecast's series) may give many rows
     print(f"read {stats['rows_in']} input item(s), wrote {args.output}"
           + (f" ({stats['rows_out']} output rows" + (f"; {skipped} skipped as invalid" if skipped else "") + ")"
-             if stats["rows_out"] else "")
+             if stats["rows_out"] or skipped else "")
           + (f"; status: {counts}" if counts else ""))
+    if skipped and not stats["rows_out"]:
+        log.warning("every row was skipped as invalid, so %s holds no predictions; the status counts say why "
+                    "(--on-invalid mark keeps the rows with their status)", args.output)
     return 0
 
 

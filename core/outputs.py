@@ -33,6 +33,7 @@ from core.io import read_json, write_json
 TABLE_SUFFIXES = (".csv", ".parquet")
 FOLDER_TABLE = "predictions.csv"
 FOLDER_META = "meta.json"
+WRITTEN_BY = "sciformer predict"   # marks a .meta.json as a prediction output's (see is_prediction_meta)
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
@@ -70,12 +71,9 @@ class OutputSet:
         self.kind = output_kind(self.target)
         self.inputs = [Path(p).resolve() for p in inputs]
         check_not_input(self.target, self.inputs)
+        _check_parents(self.target)
         if self.kind == "folder" and self.target.exists():
-            if not self.target.is_dir():
-                raise UserError(f"{self.target}: exists and is not a folder; choose another -o")
-            if any(self.target.iterdir()) and not (self.target / FOLDER_META).exists():
-                raise UserError(f"{self.target}: the folder exists and holds files that are not an earlier "
-                                "prediction output (no meta.json); choose a new or empty folder so nothing is lost")
+            _check_replaceable_folder(self.target)
         self.files: list[str] = []
         self._table_writer: _TableWriter | None = None
         self.staging: Path | None = None
@@ -146,7 +144,7 @@ class OutputSet:
             self._table_writer = None
         if self.kind != "folder" and "" not in self.files:
             raise RuntimeError(f"{self.target}: the task wrote no main output")
-        write_json(self.staging / "meta", {**meta, "files": sorted(self.files)})
+        write_json(self.staging / "meta", {"written_by": WRITTEN_BY, **meta, "files": sorted(self.files)})
         old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # the renames below are not interrupted
         try:
             if self.kind == "folder":
@@ -158,7 +156,11 @@ class OutputSet:
 
     def _commit_files(self) -> None:
         meta = meta_path(self.target)
-        previous = read_json(meta).get("files", []) if meta.exists() else []
+        try:
+            earlier = read_json(meta) if meta.exists() else {}
+        except (OSError, ValueError):
+            earlier = {}
+        previous = earlier.get("files", []) if is_prediction_meta(earlier) else []
         meta.unlink(missing_ok=True)           # from here on the old set is visibly incomplete
         for name in previous:                  # no stale sibling of the previous run survives
             if name not in self.files:
@@ -180,6 +182,48 @@ class OutputSet:
         self.staging = None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def is_prediction_meta(meta: Any) -> bool:
+    """A .meta.json this module wrote (older ones lack the marker but list their files and row counts)."""
+    return isinstance(meta, dict) and (meta.get("written_by") == WRITTEN_BY
+                                       or {"files", "rows_out", "domain"} <= meta.keys())
+
+
+def _check_parents(target: Path) -> None:
+    """-o under an existing file (results.csv/preds.csv) cannot be created: say so before any work."""
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{target}: {parent} is a file, not a folder, so the output cannot be written "
+                                "there; choose another -o")
+            return
+
+
+def _check_replaceable_folder(target: Path) -> None:
+    """A folder output replaces the whole folder, so it may only replace an earlier prediction output holding
+    nothing but the files its meta.json lists: a model folder, a project folder with its own meta.json or a
+    file added to an earlier output would otherwise be deleted."""
+    if not target.is_dir():
+        raise UserError(f"{target}: exists and is not a folder; choose another -o")
+    present = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if not p.is_dir())
+    if not present:
+        return
+    meta_file = target / FOLDER_META
+    try:
+        meta = read_json(meta_file) if meta_file.exists() else None
+    except (OSError, ValueError):
+        meta = None
+    if not is_prediction_meta(meta):
+        why = "no meta.json" if not meta_file.exists() else "its meta.json is not a prediction's"
+        raise UserError(f"{target}: the folder exists and is not an earlier prediction output ({why}); choose "
+                        "a new or empty folder for -o so nothing in it is lost")
+    listed = {str(f) for f in meta.get("files", [])} | {FOLDER_META, FOLDER_TABLE}
+    extra = [f for f in present if f not in listed]
+    if extra:
+        shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        raise UserError(f"{target}: an earlier prediction output, but it also holds files that run did not "
+                        f"write ({shown}); replacing it would delete them: move them out or choose another -o")
 
 
 class _TableWriter:

@@ -174,12 +174,12 @@ def _collect(pred: Prediction, batch: Batch, out: OutputSet, on_invalid: str, in
         where += f" ({values})" if values else ""
         status = table["status"].iloc[i] if "status" in table else "not predicted"
         raise UserError(f"{input_path}: {where}: {status}; fix or remove it, or use --on-invalid mark|skip")
+    if "status" in table:   # every row's status, skipped ones included: the summary says why rows are missing
+        stats["status"].update(table["status"].astype(str))
     if on_invalid == "skip":
         stats["skipped"] = stats.get("skipped", 0) + int((~ok).sum())
         table = table[ok]
     stats["rows_out"] += len(table)
-    if "status" in table:
-        stats["status"].update(table["status"].astype(str))
     out.append(table)
 
 

@@ -138,7 +138,7 @@ def test_parallel_members_match_serial(trained, tmp_path, run_cli):
         assert all((serial[n] == parallel[n]).all() for n in serial)
 
 
-def test_graph_view_trains_and_predicts(trained, tmp_path, run_cli):
+def test_graph_view_trains_and_predicts(trained, tmp_path, run_cli, caplog):
     """features.graph_dim adds a torch-geometric GINE view of the molecule beside the SMILES encoder."""
     sets = [*TINY, "--set", "features.graph_dim=16", "--set", "train.ensemble=1"]
     assert run_cli("-q", "train", "-d", "molecules", "-i", trained / "prep", "-o", tmp_path / "g", *sets)[0] == 0
@@ -152,6 +152,11 @@ def test_graph_view_trains_and_predicts(trained, tmp_path, run_cli):
                                  tmp_path / "g", "--on-invalid", "skip")
     assert code == 0, err
     assert len(pd.read_csv(tmp_path / "s.csv")) == 2 and "(2 output rows; 1 skipped as invalid)" in printed
+    src.write_text("smiles\nbad(\n")                      # every row invalid: the counts still say so
+    code, printed, err = run_cli("predict", "-d", "molecules", "-i", src, "-o", tmp_path / "none.csv", "--model",
+                                 tmp_path / "g", "--on-invalid", "skip")
+    assert code == 0 and "(0 output rows; 1 skipped as invalid)" in printed and "invalid_smiles" in printed
+    assert "every row was skipped as invalid" in caplog.text
 
 
 def test_changed_config_never_reuses_stale_members(trained, tmp_path, run_cli):

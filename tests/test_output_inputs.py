@@ -38,3 +38,45 @@ def test_table_chunks_keep_the_first_chunks_columns(tmp_path):
     table = pd.read_csv(target, keep_default_na=False)
     assert table.to_dict("records") == [{"id": "a", "status": "ok", "output": "a.wav"},
                                         {"id": "b", "status": "missing_file", "output": ""}]
+
+
+def _predict_into(folder, files):
+    from core.outputs import OutputSet
+    with OutputSet(folder) as out:
+        for name, text in files.items():
+            out.write(name, text)
+        out.commit({"domain": "d", "rows_out": len(files)})
+
+
+def test_a_folder_output_replaces_only_an_earlier_prediction(tmp_path):
+    """-o FOLDER replaces the whole folder, so it must not be a model member, a project folder with its own
+    meta.json, or an earlier output to which the user added files: each is refused, nothing deleted."""
+    from core.outputs import OutputSet
+    out = tmp_path / "out"
+    _predict_into(out, {"a.txt": "1", "sub/b.txt": "2"})
+    _predict_into(out, {"a.txt": "3"})                      # an earlier output of ours: replaced whole
+    assert (out / "a.txt").read_text() == "3" and not (out / "sub").exists()
+
+    (out / "notes.md").write_text("mine")                   # added by hand
+    with pytest.raises(UserError, match=r"holds files that run did not write \(notes.md\)"):
+        OutputSet(out)
+    assert (out / "notes.md").exists()
+
+    member = tmp_path / "run" / "member_0"                  # a trained model's member folder
+    member.mkdir(parents=True)
+    (member / FOLDER_META).write_text('{"task": {}, "seed": 0, "resolved": {}}')
+    (member / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(UserError, match="meta.json is not a prediction's"):
+        OutputSet(member)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / FOLDER_META).write_text("{not json")
+    with pytest.raises(UserError, match="not an earlier prediction output"):
+        OutputSet(broken)
+
+
+def test_an_output_under_a_file_is_a_clear_error(tmp_path):
+    from core.outputs import OutputSet
+    (tmp_path / "results.csv").write_text("x\n1\n")
+    with pytest.raises(UserError, match=r"results.csv is a file, not a folder"):
+        OutputSet(tmp_path / "results.csv" / "preds.csv")
