@@ -111,7 +111,7 @@ class TableReader(Reader):
         with decoding_errors(path, "table"):
             if input_suffix(path) == ".parquet":
                 return list(pq.ParquetFile(path).schema_arrow.names)
-            with open(path, newline="", encoding="utf-8") as f:
+            with open(path, newline="", encoding="utf-8-sig") as f:
                 first = next(csv.reader(f), None)
         if not first:
             raise UserError(f"{path}: the file is empty; it needs a header row and at least one data row")

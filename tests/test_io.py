@@ -44,3 +44,22 @@ def test_separator_hint_names_the_separator_of_a_one_column_header():
     assert "';'-separated" in separator_hint(["smiles;logS"])
     assert "tab-separated" in separator_hint(["cloud\tcamera"])
     assert separator_hint(["smiles", "logS"]) == "" and separator_hint(["smiles"]) == ""
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    """Excel's "CSV UTF-8" starts with a BOM; the header check must see `smiles`, not `\\ufeffsmiles`."""
+    from core.readers import TableReader
+    path = tmp_path / "excel.csv"
+    path.write_bytes("smiles,name\nCCO,ethanol\n".encode("utf-8-sig"))
+    reader = TableReader(required=["smiles"])
+    reader.check(path)
+    assert reader.header(path) == ["smiles", "name"]
+    assert list(next(reader.chunks(path, 10)).columns) == ["smiles", "name"]
+
+
+def test_camera_json_with_a_byte_order_mark(tmp_path):
+    from domains.pointclouds.readers import read_camera
+    path = tmp_path / "camera.json"
+    path.write_bytes(b'{"fx": 100, "fy": 100, "cx": 32, "cy": 24, "width": 64, "height": 48}'.decode()
+                     .encode("utf-8-sig"))
+    assert read_camera(path).width == 64

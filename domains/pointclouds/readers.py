@@ -65,7 +65,7 @@ def read_camera(path: Path) -> Camera:
     """A camera JSON file, validated: intrinsics in pixels, optional 4 x 4 extrinsics (default: the cloud
     is already in the camera frame, x right, y down, z forward)."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise UserError(f"{path}: camera file not found; write fx, fy, cx, cy, width, height as JSON") from None
     except IsADirectoryError:
@@ -96,7 +96,7 @@ def read_camera(path: Path) -> Camera:
 
 
 def _text_rows(path: Path) -> int:
-    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    lines = [ln for ln in path.read_text(encoding="utf-8-sig", errors="replace").splitlines() if ln.strip()]
     return len(lines) - 1 if path.suffix.lower() == ".pts" else len(lines)   # .pts: a count line first
 
 

@@ -115,7 +115,7 @@ def _tracks(path: Path, frames: np.ndarray, ids: np.ndarray, kp: np.ndarray, sc:
 
 def read_json(path: Path, layout: str | None, size) -> Keypoints2D:
     try:
-        data = json.loads(path.read_text() or "null")
+        data = json.loads(path.read_text(encoding="utf-8-sig") or "null")
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
     if data is None or data == [] or data == {}:
@@ -296,7 +296,7 @@ def read_settings(path: Path) -> dict:
         return {}
     where = f"{side} (settings of {Path(path).name})"
     try:
-        values = json.loads(side.read_text(encoding="utf-8"))
+        values = json.loads(side.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{where}: not valid UTF-8 JSON ({err}); write e.g. {{\"image_size\": [1920, 1080]}}") from None
     if not isinstance(values, dict) or set(values) - set(SETTINGS_KEYS):

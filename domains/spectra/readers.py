@@ -105,7 +105,7 @@ def resolve_timing(path: Path, gates: int, recorded: dict, gate_ps: float | None
     side = {}
     if sidecar.exists():
         try:
-            side = json.loads(sidecar.read_text())
+            side = json.loads(sidecar.read_text(encoding="utf-8-sig"))
             assert isinstance(side, dict)
         except Exception:
             raise UserError(f"{sidecar}: not a JSON object like {{\"gate_ps\": 97.7, \"period_ns\": 25.0}}") from None

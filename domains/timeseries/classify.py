@@ -41,7 +41,7 @@ def read_ts(path: Path, labels_optional: bool = False) -> TsFile:
     `@classLabel false` has no label field (labels_optional: new data to classify). Values are parsed as
     written (inf included): the caller decides what a non-finite value means."""
     series, labels, lines, in_data, has_label = [], [], [], False, True
-    with decoding_errors(path, ".ts file"), open(path, encoding="utf-8") as f:
+    with decoding_errors(path, ".ts file"), open(path, encoding="utf-8-sig") as f:
         for n, line in enumerate(f, 1):
             line = line.strip()
             if not line or line.startswith("#"):
