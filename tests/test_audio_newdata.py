@@ -175,3 +175,29 @@ def test_classify_prediction_uses_the_runs_mfcc_pool(recordings, tmp_path):
     np.testing.assert_allclose(table.loc["mono8k.wav", ["p_a", "p_b", "p_c"]].to_numpy(float), expected, atol=1e-6)
     unpooled = predict("classify", classifier_members(), recordings, tmp_path / "plain.csv").set_index("id")
     assert not np.allclose(unpooled.loc["mono8k.wav", ["p_a", "p_b", "p_c"]].to_numpy(float), expected, atol=1e-3)
+
+
+def test_float_files_short_clips_and_non_finite_samples(tmp_path):
+    """A float WAV over full scale is not `clipped` and keeps its level; NaN samples and clips too short to
+    label get their own status; whole-number columns stay whole in every chunk."""
+    d = tmp_path / "in"
+    d.mkdir()
+    sf.write(d / "loud_float.wav", 4 * tone(1.0, 8000), 8000, subtype="FLOAT")
+    nan = tone(1.0, 8000)
+    nan[100] = np.nan
+    sf.write(d / "nan.wav", nan, 8000, subtype="FLOAT")
+    sf.write(d / "blip.wav", tone(0.05, 8000), 8000, subtype="PCM_16")
+    table = predict("enhance", enhancer_members(), d, tmp_path / "enh").set_index("id")
+    assert table.status.to_dict() == {"blip.wav": "ok", "loud_float.wav": "ok", "nan.wav": "non_finite"}
+    assert "exceed full scale" in table.loc["loud_float.wav", "message"]
+    assert "NaN or infinite" in table.loc["nan.wav", "message"]
+    assert np.abs(sf.read(tmp_path / "enh" / "loud_float.wav")[0]).max() > 1.0    # not clipped on writing
+    assert not (tmp_path / "enh" / "nan.wav").exists()
+    out = tmp_path / "labels.csv"
+    (tmp_path / "list.csv").write_text("path\nin/blip.wav\ngone.wav\nin/loud_float.wav\nin/nan.wav\n")
+    table = predict("classify", classifier_members(), tmp_path / "list.csv", out).set_index("id")
+    assert table.status.to_dict() == {"in/blip.wav": "too_short", "in/loud_float.wav": "ok",
+                                      "in/nan.wav": "non_finite", "gone.wav": "missing_file"}
+    assert "0.1 s" in table.loc["in/blip.wav", "message"]
+    text = out.read_text()
+    assert ",8000," in text and "8000.0" not in text

@@ -4,10 +4,14 @@ input before any model loads (and core.outputs refuses an output folder that is,
 file then gets a status instead of stopping the run:
 
     ok                  processed
-    clipped             processed, but >= 0.1% of its samples sit at full scale (the clipping stays)
+    clipped             processed, but >= 0.1% of its samples sit at full scale (the clipping stays); a float
+                        file whose samples exceed full scale is not clipped (nothing capped it) and is
+                        written back at its own level
     truncated           the file ends before its header says: the readable part was processed
     silent              pure digital silence: written unchanged (enhance) / no label (classify)
     empty               zero-length audio: nothing to process
+    too_short           classify: shorter than 0.1 s, too little to label (enhance processes any length)
+    non_finite          a float file with NaN or infinite samples: fix the recording (nothing sensible to do)
     empty_file          a 0-byte file
     unreadable          not a valid audio file (corrupt header or data)
     unsupported_format  a format libsndfile cannot read (m4a, aac, wma...): convert it, e.g. ffmpeg -i X X.flac
@@ -30,6 +34,7 @@ READABLE = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", "
             ".caf", ".w64", ".rf64"}
 UNREADABLE_AUDIO = {".m4a", ".aac", ".wma", ".webm", ".mp4", ".amr", ".ape", ".mka", ".ac3", ".3gp"}
 CLIP_LEVEL, CLIP_FRACTION, SILENCE = 0.999, 1e-3, 1e-5
+FLOAT_SUBTYPES = {"FLOAT", "DOUBLE"}          # samples may exceed full scale (1.0) without being clipped
 
 
 class AudioReader(FilesReader):
@@ -90,9 +95,13 @@ def probe(path: Path) -> tuple[str, dict]:
 def level_scan(path: Path, block: int = 1 << 16) -> dict:
     """One streaming pass: RMS (all channels), peak, clipped fraction, and whether the file reads to its end."""
     import soundfile as sf
-    total, sq, peak, clipped = 0, 0.0, 0.0, 0
+    total, sq, peak, clipped, bad = 0, 0.0, 0.0, 0, 0
     try:
         for x in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
+            finite = np.isfinite(x)
+            if not finite.all():
+                bad += int(x.size - np.count_nonzero(finite))
+                x = np.where(finite, x, 0.0)
             total += x.size
             sq += float(np.sum(x.astype(np.float64) ** 2))
             a = np.abs(x)
@@ -102,14 +111,21 @@ def level_scan(path: Path, block: int = 1 << 16) -> dict:
     except (sf.LibsndfileError, RuntimeError):
         complete = False
     return {"rms": float(np.sqrt(sq / total)) if total else 0.0, "peak": peak, "complete": complete,
-            "clipped_fraction": clipped / total if total else 0.0}
+            "clipped_fraction": clipped / total if total else 0.0, "non_finite": bad}
 
 
-def classify_status(status: str, levels: dict) -> str:
+def classify_status(status: str, levels: dict, subtype: str = "") -> tuple[str, str]:
+    """(status, message) from the level scan."""
+    if levels["non_finite"]:
+        return "non_finite", (f"{levels['non_finite']} sample(s) are NaN or infinite; repair or re-export the "
+                              "recording")
     if status == "ok" and not levels["complete"]:
         status = "truncated"
     if levels["peak"] < SILENCE:
-        return "silent"
+        return "silent", ""
+    if subtype in FLOAT_SUBTYPES and levels["peak"] > 1.0:   # over full scale, so nothing capped it at 1
+        return status, (f"float samples exceed full scale (peak {levels['peak']:.3g}); the output keeps the "
+                        "input's level")
     if status == "ok" and levels["clipped_fraction"] >= CLIP_FRACTION:
-        return "clipped"
-    return status
+        return "clipped", ""
+    return status, ""

@@ -57,12 +57,12 @@ def enhance_file(members, path: Path, out_path: Path, info: dict, levels: dict, 
             return
         read, total = _reader(path, in_sr, model_sr, info["frames"])
         back = soxr.ResampleStream(model_sr, in_sr, ch, dtype="float32", quality="HQ") if in_sr != model_sr else None
-        written = [0]
+        written, floating = [0], info["subtype"] in ND.FLOAT_SUBTYPES
 
         def write(block: np.ndarray, last: bool = False) -> None:
             y = back.resample_chunk(np.ascontiguousarray(block, np.float32), last=last) if back else block
             y = y[:max(0, info["frames"] - written[0])]
-            out.write(np.clip(y, -1.0, 1.0))
+            out.write(y if floating else np.clip(y, -1.0, 1.0))   # a float file may exceed full scale
             written[0] += len(y)
 
         gain = 1.0 / max(levels["rms"], 1e-4)
@@ -93,7 +93,18 @@ def classify_file(members, path: Path, info: dict) -> np.ndarray:
             continue
         probs.append(class_probabilities(members, [{"audio": mono, "y": 0}])[0])
         weights.append(len(mono))
+    if not probs:
+        raise TooShort(f"{info['frames'] / info['sample_rate']:.3g} s; at least 0.1 s is needed for a label")
     return np.average(probs, axis=0, weights=weights)
+
+
+def _typed(table: pd.DataFrame) -> pd.DataFrame:
+    """Whole numbers stay whole (8000, not 8000.0) in every chunk, including one where a file has none."""
+    return table.astype({"sample_rate": "Int64", "channels": "Int64"})
+
+
+class TooShort(ValueError):
+    """A recording too short to classify (a per-file status, not a failure)."""
 
 
 def inspect(path: Path, item_id: str) -> tuple[dict, dict, dict]:
@@ -111,7 +122,10 @@ def inspect(path: Path, item_id: str) -> tuple[dict, dict, dict]:
         row.update(duration_s=info["frames"] / info["sample_rate"], sample_rate=info["sample_rate"],
                    channels=info["channels"])
     levels = ND.level_scan(path) if status in ("ok", "truncated") else {}
-    row["status"] = ND.classify_status(status, levels) if levels else status
+    row["status"] = status
+    if levels:
+        row["status"], message = ND.classify_status(status, levels, info.get("subtype", ""))
+        row["message"] = "; ".join(m for m in (row["message"], message) if m)
     return row, info, levels
 
 
@@ -132,7 +146,7 @@ def enhance_items(members, items: list[tuple[Path, str]], out, used: set[str]) -
                 out.files.remove(name)
                 row.update(status="failed", message=f"{type(exc).__name__}: {exc}")
         rows.append(row)
-    return pd.DataFrame(rows)
+    return _typed(pd.DataFrame(rows))
 
 
 def classify_items(members, items: list[tuple[Path, str]]) -> pd.DataFrame:
@@ -149,7 +163,9 @@ def classify_items(members, items: list[tuple[Path, str]]) -> pd.DataFrame:
                 row.update(label=classes[int(p.argmax())],
                            uncertainty=float(-(p * np.log(np.clip(p, 1e-12, 1))).sum() / np.log(len(p))),
                            **{f"p_{c}": float(v) for c, v in zip(classes, p)})
+            except TooShort as exc:
+                row.update(status="too_short", message=str(exc))
             except Exception as exc:   # noqa: BLE001
                 row.update(status="failed", message=f"{type(exc).__name__}: {exc}")
         rows.append(row)
-    return pd.DataFrame(rows)
+    return _typed(pd.DataFrame(rows))
