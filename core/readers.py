@@ -44,6 +44,11 @@ class Batch:
 class FileItem:
     path: Path
     fields: dict[str, str]  # the manifest row's other columns (empty for a file or a folder)
+    row: int | None = None  # the manifest's data row (1 = the first after the header), for messages
+
+    def where(self) -> str:
+        """'manifest row 3: ' for a manifest's item, '' otherwise (a prefix for per-item messages)."""
+        return f"manifest row {self.row}: " if self.row is not None else ""
 
 
 class Reader:
@@ -237,12 +242,18 @@ class FilesReader(Reader):
                                 f"{separator_hint(frame.columns)}")
             if frame.empty:
                 raise UserError(f"{path}: the manifest lists no files")
+            blank = [i + 1 for i, v in enumerate(frame[MANIFEST_PATH_COLUMN]) if not str(v).strip()]
+            if blank:
+                raise UserError(f"{path}: row(s) {', '.join(map(str, blank[:10]))} have an empty "
+                                f"{MANIFEST_PATH_COLUMN!r} cell; every row names one {self.what} file (remove "
+                                "the blank rows)")
             base = path.parent
-            return [FileItem((base / r[MANIFEST_PATH_COLUMN]).resolve(), {k: v for k, v in r.items()
-                                                                         if k != MANIFEST_PATH_COLUMN})
-                    for r in frame.to_dict("records")]
+            return [FileItem((base / r[MANIFEST_PATH_COLUMN]).resolve(),
+                             {k: v for k, v in r.items() if k != MANIFEST_PATH_COLUMN}, i + 1)
+                    for i, r in enumerate(frame.to_dict("records"))]
         if path.suffix.lower() not in self.suffixes:
-            raise UserError(f"{path}: not a {self.what} file ({', '.join(self.suffixes)}), a folder or a "
+            article = "an" if self.what[:1].lower() in "aeiou" else "a"
+            raise UserError(f"{path}: not {article} {self.what} file ({', '.join(self.suffixes)}), a folder or a "
                             "CSV manifest")
         return [FileItem(path, {})]
 

@@ -102,7 +102,7 @@ def test_whole_run_problems_are_errors(tmp_path):
     with pytest.raises(UserError, match="no audio files"):
         reader.check(tmp_path / "empty_dir")
     (tmp_path / "x.txt").write_text("hi")
-    with pytest.raises(UserError, match="not a audio file"):
+    with pytest.raises(UserError, match="not an audio file"):
         reader.check(tmp_path / "x.txt")
     (tmp_path / "m.csv").write_text("file\na.wav\n")
     with pytest.raises(UserError, match="'path' column"):
@@ -117,6 +117,8 @@ def test_manifest_rows_resolve_relative_to_the_manifest_and_flag_missing_files(r
     manifest.write_text(f"path,note\nmono8k.wav,a\nsub/stereo44k.flac,b\ngone.wav,c\n{recordings / 'mono8k.wav'},d\n")
     table = predict("enhance", enhancer_members(), manifest, tmp_path / "out")
     assert table.status.tolist() == ["ok", "ok", "missing_file", "ok"]
+    assert table.note.tolist() == ["a", "b", "c", "d"]           # the manifest's columns are kept
+    assert table.message[2].startswith("manifest row 3: ")        # which line to fix
     outputs = [o for o in table.output.tolist() if o]           # a file without an output has ""
     assert len(set(outputs)) == 3                                  # the same file twice gets two outputs
     assert all((tmp_path / "out" / o).exists() for o in outputs)
@@ -201,3 +203,14 @@ def test_float_files_short_clips_and_non_finite_samples(tmp_path):
     assert "0.1 s" in table.loc["in/blip.wav", "message"]
     text = out.read_text()
     assert ",8000," in text and "8000.0" not in text
+
+
+def test_manifest_blank_cells_folders_and_clashing_columns(recordings, tmp_path):
+    manifest = recordings / "list.csv"
+    manifest.write_text("path,status\nmono8k.wav,raw\n,raw\n")
+    with pytest.raises(UserError, match=r"row\(s\) 2 have an empty 'path' cell"):
+        ND.AudioReader().check(manifest)
+    manifest.write_text("path,status\nmono8k.wav,raw\nsub,raw\n")
+    table = predict("classify", classifier_members(), manifest, tmp_path / "out.csv")
+    assert table.status.tolist() == ["ok", "unreadable"] and "is a folder" in table.message[1]
+    assert table.input_status.tolist() == ["raw", "raw"]          # a clash with an output column is renamed

@@ -10,11 +10,14 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from core.readers import FileItem
 from domains.audio import newdata as ND
 from domains.audio import streaming as ST
 from domains.audio.atten_limit import enhancer
 
 PROCESSED = {"ok", "clipped", "truncated", "silent"}
+OUTPUT_COLUMNS = {"id", "status", "duration_s", "sample_rate", "channels", "message", "output", "label",
+                  "uncertainty"}
 CLASSIFY_SEGMENT_S = 60.0   # long files are classified in 60 s segments, probabilities weighted by length
 
 
@@ -107,12 +110,17 @@ class TooShort(ValueError):
     """A recording too short to classify (a per-file status, not a failure)."""
 
 
-def inspect(path: Path, item_id: str) -> tuple[dict, dict, dict]:
-    """(table row, header info, levels) of one input; the row's status says whether it can be processed."""
-    row = {"id": item_id, "status": "", "duration_s": np.nan, "sample_rate": np.nan, "channels": np.nan,
-           "message": ""}
+def inspect(item: FileItem, item_id: str) -> tuple[dict, dict, dict]:
+    """(table row, header info, levels) of one input; the row's status says whether it can be processed. A
+    manifest's other columns come first in the row (as a table input's columns do)."""
+    path = item.path
+    row = {"id": item_id, **_passed_through(item.fields), "status": "", "duration_s": np.nan,
+           "sample_rate": np.nan, "channels": np.nan, "message": ""}
     if not path.exists():
-        return {**row, "status": "missing_file", "message": f"{path} not found"}, {}, {}
+        return {**row, "status": "missing_file", "message": f"{item.where()}{path} not found"}, {}, {}
+    if path.is_dir():
+        return {**row, "status": "unreadable", "message": f"{item.where()}{path} is a folder; list its audio "
+                "files in the manifest, or give the folder itself as -i"}, {}, {}
     if path.suffix.lower() in ND.UNREADABLE_AUDIO:
         return {**row, "status": "unsupported_format",
                 "message": f"convert it first, e.g. ffmpeg -i {path.name} {path.stem}.flac"}, {}, {}
@@ -129,11 +137,17 @@ def inspect(path: Path, item_id: str) -> tuple[dict, dict, dict]:
     return row, info, levels
 
 
-def enhance_items(members, items: list[tuple[Path, str]], out, used: set[str]) -> pd.DataFrame:
+def _passed_through(fields: dict[str, str]) -> dict[str, str]:
+    """A manifest's other columns; one named like an output column (or p_<class>) gets an `input_` prefix."""
+    return {(f"input_{k}" if k in OUTPUT_COLUMNS or k.startswith("p_") else k): v for k, v in fields.items()}
+
+
+def enhance_items(members, items: list[tuple[FileItem, str]], out, used: set[str]) -> pd.DataFrame:
     """Enhance every processable item straight into the output set's staging folder; one row per item."""
     rows = []
-    for path, item_id in items:
-        row, info, levels = inspect(path, item_id)
+    for item, item_id in items:
+        path = item.path
+        row, info, levels = inspect(item, item_id)
         row["output"] = ""                      # every row has the column, so every chunk has the same ones
         if row["status"] in PROCESSED:
             name = ND.output_name(item_id, used)
@@ -149,13 +163,14 @@ def enhance_items(members, items: list[tuple[Path, str]], out, used: set[str]) -
     return _typed(pd.DataFrame(rows))
 
 
-def classify_items(members, items: list[tuple[Path, str]]) -> pd.DataFrame:
+def classify_items(members, items: list[tuple[FileItem, str]]) -> pd.DataFrame:
     """One row per item: label, class probabilities and uncertainty (normalized entropy of the model's
     probabilities, the networks' mean pooled with the run's MFCC regression: 0 = certain, 1 = uniform)."""
     classes = members[0].metadata["task"]["classes"]
     rows = []
-    for path, item_id in items:
-        row, info, _ = inspect(path, item_id)
+    for item, item_id in items:
+        path = item.path
+        row, info, _ = inspect(item, item_id)
         row.update(label="", uncertainty=np.nan, **{f"p_{c}": np.nan for c in classes})
         if row["status"] in PROCESSED - {"silent"}:
             try:

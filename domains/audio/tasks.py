@@ -90,7 +90,7 @@ class EnhanceTask(_AudioTask):
 
     def predict(self, members, batch, out):
         from domains.audio.predict import PROCESSED, enhance_items
-        table = enhance_items(members, [(i.path, name) for i, name in zip(batch.data, batch.ids)], out, self.used)
+        table = enhance_items(members, list(zip(batch.data, batch.ids)), out, self.used)
         return Prediction(table=table, predicted=table.status.isin(PROCESSED).to_numpy())
 
     def report_figures(self, predictions, metrics, out_dir):
@@ -140,7 +140,7 @@ class ClassifyTask(_AudioTask):
 
     def predict(self, members, batch, out):
         from domains.audio.predict import PROCESSED, classify_items
-        table = classify_items(members, [(i.path, name) for i, name in zip(batch.data, batch.ids)])
+        table = classify_items(members, list(zip(batch.data, batch.ids)))
         return Prediction(table=table, predicted=table.status.isin(PROCESSED - {"silent"}).to_numpy())
 
     def report_figures(self, predictions, metrics, out_dir):
