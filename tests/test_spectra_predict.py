@@ -85,7 +85,7 @@ def test_image_stack_gives_map_status_and_side_files(lifetime_model, tmp_path, c
     status = np.load(tmp_path / "map.status.npy")
     assert cube.shape == (6, 5, 4) and status.shape == (6, 5) and status[0, 0] == 1   # too_few_photons
     info = json.loads((tmp_path / "map.npy.meta.json").read_text())   # the run's details are in the output's meta
-    assert sum(info["status"].values()) == 30 and info["timing"] == TIMING
+    assert sum(info["status"].values()) == 30 and info["timing"] == {**TIMING, "period_from": "stack.npy.json"}
     assert sorted(info["files"]) == ["", ".compare.csv", ".png", ".status.npy"]
     assert info["out_of_range_check"]["phasor_z_threshold"] > 0
     ok = status == 0
@@ -393,3 +393,33 @@ def test_prediction_settings_are_the_models_unless_the_command_gives_them():
     assert options(stored, spectra.config(None, [])) == stored
     assert options(stored, spectra.config(None, ["lifetime.min_photons=20"]))["min_photons"] == 20
     assert options(stored, None) == stored
+
+
+def test_time_first_stacks_and_timing_outside_the_family(lifetime_model, tmp_path, capsys):
+    """A T x H x W stack read as H x W x T has a window far from the laser period: refused with the way out
+    (lifetime.stack_axes=THW), which gives the same map as the H x W x T file; a laser period the family never
+    saw is refused too (the model would answer confidently and wrongly)."""
+    stack = _image(h=40, w=40)                                           # H x W x 256 gates
+    hwt = _with_sidecar(tmp_path / "hwt.npy")
+    np.save(hwt, stack)
+    thw = _with_sidecar(tmp_path / "thw.npy")
+    np.save(thw, np.ascontiguousarray(np.moveaxis(stack, -1, 0)))       # as a gated camera writes it
+    sets = ("--set", "lifetime.predict_bin=0", "--set", "lifetime.compare_pixels=0")
+    code, err = _predict(lifetime_model, thw, tmp_path / "bad.npy", capsys, *sets)
+    assert code == 2 and "0.16 of the 12.5 ns laser period" in err and "lifetime.stack_axes=THW" in err
+    code, err = _predict(lifetime_model, thw, tmp_path / "thw_map.npy", capsys, *sets,
+                         "--set", "lifetime.stack_axes=THW")
+    assert code == 0, err
+    assert _predict(lifetime_model, hwt, tmp_path / "hwt_map.npy", capsys, *sets)[0] == 0
+    np.testing.assert_allclose(np.load(tmp_path / "thw_map.npy"), np.load(tmp_path / "hwt_map.npy"), atol=1e-6)
+
+    far = _with_sidecar(tmp_path / "far.npy", {"gate_ps": 48.9, "period_ns": 100.0})
+    np.save(far, stack[:4, :4])
+    code, err = _predict(lifetime_model, far, tmp_path / "far_map.npy", capsys)
+    assert code == 2 and "laser period 100 ns (far.npy.json) is outside the 12.5-50 ns" in err
+
+
+def test_a_given_gate_width_never_silently_loses_to_the_files(tmp_path, caplog):
+    from domains.spectra.readers import resolve_timing
+    timing = resolve_timing(tmp_path / "x.ptu", 256, {"gate_ps": 48.9, "period_ns": 12.5}, 97.7, None)
+    assert timing["gate_ps"] == 48.9 and "stack_gate_ps=97.7 is for stacks without timing" in caplog.text

@@ -69,9 +69,13 @@ class LifetimeReader(Reader):
 
     def _image(self, path: Path) -> ImageInput:
         stack, recorded = readers.read_stack(path)
+        if self.cfg is not None and self.cfg.get("lifetime.stack_axes") == "THW" and path.suffix.lower() in (
+                ".npy", ".tif", ".tiff"):
+            stack = np.moveaxis(stack, 0, -1)        # time-first stacks (gated cameras) to H x W x T
         gates = stack.shape[-1]
         timing = self._timing(path, gates, recorded)
         readers.check_gates(path, gates, timing["gate_ps"], self.meta)
+        readers.check_window(path, stack.shape, timing, self.meta)
         irf = readers.irf_from_decay(readers.check_stack(path, stack), path)
         setting = setting_for(self.meta, gates, timing)
         peak = readers.irf_peak(irf)
@@ -88,6 +92,7 @@ class LifetimeReader(Reader):
                             "overwritten")
         timing = self._timing(path, counts.shape[1], {})
         readers.check_gates(path, counts.shape[1], timing["gate_ps"], self.meta)
+        readers.check_window(path, counts.shape, timing, self.meta)
         readers.check_values(path, counts)
         estimated = irf is None
         if estimated:
@@ -120,7 +125,7 @@ class LifetimeTask(Task):
     smoke_overrides = SMOKE
     default_output = "lifetime_map.npy"
     prediction_settings = (*(f"lifetime.{k}" for k in PREDICT_KEYS), "lifetime.stack_gate_ps",
-                           "lifetime.stack_period_ns")
+                           "lifetime.stack_period_ns", "lifetime.stack_axes")
     parallel_predict = False      # the map is filled tile by tile in the output set
 
     def __init__(self, domain):

@@ -9,7 +9,9 @@ Timing: the gate width (and the laser period) come from the file when it records
 or table without timing metadata needs them from `--set lifetime.stack_gate_ps=...` (and
 `lifetime.stack_period_ns=...`) or a sidecar JSON next to the file (`<file>.json`: {"gate_ps": 97.7,
 "period_ns": 25.0}); otherwise it is refused -- a guessed gate width silently scales every lifetime. The
-laser period defaults to the window (gates x width) when nothing records it. A fixed-setting model (fli-net,
+laser period defaults to the window (gates x width) when nothing records it; the family model refuses a period
+or a window / period outside its family (`check_window`: also how a time-first stack read as H x W x T shows;
+`lifetime.stack_axes=THW` reads those). A fixed-setting model (fli-net,
 mfli-net presets) takes only its own number of gates and gate width (within 1 %); the family model takes any
 setting inside the family it was trained on.
 
@@ -21,6 +23,7 @@ IRF is assumed), background before the rise subtracted. Every pixel gets that on
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -31,6 +34,7 @@ from core.errors import UserError
 from core.readers import decoding_errors
 
 IMAGE_FORMATS = (".sdt", ".ptu", ".npy", ".tif", ".tiff")
+log = logging.getLogger(__name__)
 
 
 def read_stack(path: Path) -> tuple[np.ndarray, dict]:
@@ -109,19 +113,52 @@ def resolve_timing(path: Path, gates: int, recorded: dict, gate_ps: float | None
             assert isinstance(side, dict)
         except Exception:
             raise UserError(f"{sidecar}: not a JSON object like {{\"gate_ps\": 97.7, \"period_ns\": 25.0}}") from None
+    for key, given, unit in (("gate_ps", gate_ps, "ps"), ("period_ns", period_ns, "ns")):
+        if recorded.get(key) and given and abs(float(given) - recorded[key]) > 0.01 * recorded[key]:
+            log.warning("%s: the file records %s = %.4g %s; --set lifetime.stack_%s=%s is for stacks without timing "
+                        "and is ignored", path, key, recorded[key], unit, key, given)
     gate = recorded.get("gate_ps") or gate_ps or side.get("gate_ps")
     if not gate:
         raise UserError(f"{path}: this file records no gate width; give it with --set lifetime.stack_gate_ps=<ps> "
                         f"(and --set lifetime.stack_period_ns=<laser period, ns>) or in a sidecar {sidecar.name} "
                         "containing {\"gate_ps\": 97.7, \"period_ns\": 25.0}")
-    period = recorded.get("period_ns") or period_ns or side.get("period_ns") or gates * float(gate) / 1000
+    sources = (("the file", recorded.get("period_ns")), ("lifetime.stack_period_ns", period_ns),
+               (sidecar.name, side.get("period_ns")))
+    source, period = next(((k, v) for k, v in sources if v), (None, None))
     try:
-        gate, period = float(gate), float(period)
+        gate = float(gate)
+        period = float(period) if period else gates * gate / 1000
         assert gate > 0 and period > 0
     except Exception:
         raise UserError(f"{path}: gate width {gate!r} ps / laser period {period!r} ns must be positive numbers"
                         ) from None
-    return {"gate_ps": gate, "period_ns": period}
+    return {"gate_ps": gate, "period_ns": period, "period_from": source}
+
+
+def check_window(path: Path, shape: tuple[int, ...], timing: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+    """The family model knows laser periods and windows (gates x width / period) of its family only: outside
+    them it would answer confidently and wrongly. A window far from the period is also what a time-first
+    stack (T x H x W, as gated cameras write it) looks like when read as H x W x T: the message says so."""
+    fam = meta.get("family")
+    if not fam or "period_ns" not in fam:
+        return
+    gates, gate_ps, period = shape[-1], timing["gate_ps"], timing["period_ns"]
+    lo, hi = fam["period_ns"]
+    named = timing.get("period_from") or f"assumed = the window, {gates} gates x {gate_ps:.4g} ps"
+    if not 0.9 * lo <= period <= 1.1 * hi:
+        raise UserError(f"{path}: laser period {period:.4g} ns ({named}) is outside the {lo:g}-{hi:g} ns the model "
+                        "was trained over; give the right one with --set lifetime.stack_period_ns=<ns>, or train a "
+                        "model whose lifetime.instruments.period_ns covers it")
+    wlo, whi = fam["window_fraction"]
+    fraction = gates * gate_ps / 1000 / period
+    if not 0.9 * wlo <= fraction <= 1.1 * whi:
+        hint = ""
+        if len(shape) == 3 and 0.9 * wlo <= shape[0] * gate_ps / 1000 / period <= 1.1 * whi:
+            hint = (f"; read with the first axis as time ({shape[0]} gates) it would fit: for a T x H x W stack "
+                    "add --set lifetime.stack_axes=THW")
+        raise UserError(f"{path}: {gates} gates x {gate_ps:.4g} ps = a {gates * gate_ps / 1000:.4g} ns window, "
+                        f"{fraction:.2f} of the {period:.4g} ns laser period; the model was trained on windows of "
+                        f"{wlo:g}-{whi:g} periods{hint}")
 
 
 def read_table(path: Path) -> tuple[np.ndarray, np.ndarray | None, pd.DataFrame]:
