@@ -103,6 +103,7 @@ def test_canonicalize_rejects(smiles, reason):
     ("*c1ccccc1", "dummy_atom", None),
     ("[Na+].CC(=O)[O-]", "largest_fragment", "CC(=O)[O-]"),
     ("Cl.CCN", "largest_fragment", "CCN"),
+    ("[Na+].[Cl-]", "no_organic_fragment", None),     # the "largest organic fragment" would be Cl-
     ("C" * 40, "ok", "C" * 40),
 ])
 def test_parse_statuses(smiles, status, canonical):
@@ -228,7 +229,7 @@ def test_missing_package_message(monkeypatch):
 
 # --------------------------------------------------------------- featurizers
 def test_descriptors_and_fingerprints():
-    smiles = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "[Na+].[Cl-]"]
+    smiles = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "[Na+].CC(=O)[O-]"]
     x, names = features.rdkit_descriptors(smiles)
     assert x.dtype == np.float32 and x.shape == (4, len(names)) and len(names) > 150
     assert "MolWt" in names and "Ipc" not in names and "AvgIpc" not in names  # unbounded cost

@@ -59,6 +59,7 @@ def test_length_batches_group_equal_lengths_in_order():
     ("*CCO", "dummy_atom", False),
     ("CC(=O)[O-].[Na+]", "largest_fragment", True),
     ("CC[Pt](Cl)Cl", "unsupported_element", False),
+    ("[Na+].[Cl-]", "no_organic_fragment", False),
     ("c1ccccc1", "ok", True),
 ])
 def test_odd_molecules_get_a_status(members, smiles, status, predicted):

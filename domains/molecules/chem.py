@@ -25,8 +25,8 @@ from domains.molecules.tokenizer import tokenize
 # reported through return values instead.
 RDLogger.DisableLog("rdApp.*")
 
-REJECT_REASONS = ("empty", "invalid_smiles", "too_long", "no_atoms", "dummy_atom", "missing_target",
-                  "duplicate")
+REJECT_REASONS = ("empty", "invalid_smiles", "too_long", "no_atoms", "dummy_atom", "no_organic_fragment",
+                  "missing_target", "duplicate")
 
 
 # ----------------------------------------------------------------- cleaning
@@ -52,7 +52,8 @@ def parse_smiles(smiles: object, max_tokens: int | None = None) -> tuple[Chem.Mo
     Statuses: "empty", "invalid_smiles", "too_long" (more atom-level tokens than ``max_tokens``: checked
     before RDKit parses anything, so a 10,000-character SMILES costs one regex pass, never a stalled batch),
     "no_atoms", "dummy_atom" (``*``: an unspecified atom, no defined molecule), "largest_fragment" (a salt
-    or mixture, reduced to its largest organic fragment), "ok".
+    or mixture, reduced to its largest organic fragment), "no_organic_fragment" (a mixture without carbon, e.g.
+    an inorganic salt: no parent molecule to predict), "ok".
     """
     if not isinstance(smiles, str) or not smiles.strip():
         return None, "empty"  # None, NaN, numbers, "" and whitespace-only
@@ -77,6 +78,8 @@ def parse_smiles(smiles: object, max_tokens: int | None = None) -> tuple[Chem.Mo
         return None, "dummy_atom"
     if "." in smiles:
         mol = _largest_fragment(mol)
+        if not any(atom.GetAtomicNum() == 6 for atom in mol.GetAtoms()):   # [Na+].[Cl-]: no parent molecule
+            return None, "no_organic_fragment"
         return mol, "largest_fragment"
     return mol, "ok"
 
