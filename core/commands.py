@@ -53,7 +53,12 @@ def cmd_doctor(args) -> int:
 
 def cmd_validate(args) -> int:
     dom, cfg = _domain_and_config(args)
-    print(f"config OK for {dom.name}/{dom.task_of(cfg).name} (sources: {', '.join(cfg.sources)})")
+    if args.model:   # the model's task, not the config's default (predict uses the model's)
+        from core.runs import run_info
+        task_name = run_info(args.model).get("task") or dom.task_of(cfg).name
+    else:
+        task_name = dom.task_of(cfg).name
+    print(f"config OK for {dom.name}/{task_name} (sources: {', '.join(cfg.sources)})")
     if args.input:
         from core.predict import prepare_prediction
         if not args.model:

@@ -423,3 +423,9 @@ def test_a_given_gate_width_never_silently_loses_to_the_files(tmp_path, caplog):
     from domains.spectra.readers import resolve_timing
     timing = resolve_timing(tmp_path / "x.ptu", 256, {"gate_ps": 48.9, "period_ns": 12.5}, 97.7, None)
     assert timing["gate_ps"] == 48.9 and "stack_gate_ps=97.7 is for stacks without timing" in caplog.text
+
+
+def test_validate_names_the_models_task(nir_model, capsys):
+    """The config's default task is lifetime; a nir model is validated (and predicted) as nir."""
+    assert main(["validate", "-d", "spectra", "--model", str(nir_model / "model")]) == 0
+    assert "config OK for spectra/nir" in capsys.readouterr().out
