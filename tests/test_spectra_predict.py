@@ -234,6 +234,13 @@ def test_nir_predicts_new_spectra_and_refuses_a_wrong_grid(nir_model, tmp_path, 
     (empty := tmp_path / "empty.csv").write_text("")
     code, err = _predict(model, empty, tmp_path / "bad2.csv", capsys)
     assert code == 2 and "empty" in err
+    # wavelengths in descending order (as many instruments export) are the same spectra
+    spectra[spectra.columns[::-1]].to_csv(desc := tmp_path / "descending.csv", index=False)
+    assert _predict(model, desc, tmp_path / "desc.csv", capsys)[0] == 0
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "desc.csv").y, out.y, atol=1e-9)
+    spectra.to_csv(semi := tmp_path / "semicolon.csv", index=False, sep=";")
+    code, err = _predict(model, semi, tmp_path / "bad3.csv", capsys)
+    assert code == 2 and "looks ';'-separated" in err
 
 
 def test_nir_preprocessing_and_domain_config_checks():
@@ -429,3 +436,11 @@ def test_validate_names_the_models_task(nir_model, capsys):
     """The config's default task is lifetime; a nir model is validated (and predicted) as nir."""
     assert main(["validate", "-d", "spectra", "--model", str(nir_model / "model")]) == 0
     assert "config OK for spectra/nir" in capsys.readouterr().out
+
+
+def test_histogram_table_saved_with_semicolons_gets_the_hint(tmp_path):
+    from core.errors import UserError
+    from domains.spectra.readers import read_table
+    (path := tmp_path / "h.csv").write_text("t0;t1;t2\n1;2;3\n")
+    with pytest.raises(UserError, match="found 0 t-columns.*looks ';'-separated"):
+        read_table(path)

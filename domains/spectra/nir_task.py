@@ -14,7 +14,7 @@ import pandas as pd
 
 from core.domain import Domain
 from core.errors import UserError
-from core.readers import TableReader
+from core.readers import TableReader, separator_hint
 from core.task import BadInput, Prediction, Task, TrainingTask
 from domains.spectra import nir, nir_range
 from domains.spectra.model import nir_model
@@ -38,23 +38,31 @@ class NirReader(TableReader):
 
 
 def check_grid(path: Path, columns: list[str], meta: Mapping[str, Any]) -> None:
+    grid_columns(columns, meta, path)
+
+
+def grid_columns(columns: list[str], meta: Mapping[str, Any], path: Path | str = "input") -> list[str]:
+    """The wavelength columns in the model's grid order (a file may list them in any order, e.g. descending
+    wavenumbers); a grid other than the model's is refused."""
     waves = nir.wavelength_columns(columns)
     want = np.asarray(meta["wavelengths"], float)
     got = np.array([float(w) for w in waves])
+    order = np.argsort(got, kind="stable")
     tol = 1e-3 * max(1.0, float(np.abs(want).max()) / 1000)
-    if len(got) != len(want) or not np.allclose(got, want, rtol=0, atol=tol):
+    if len(got) != len(want) or not np.allclose(got[order], want, rtol=0, atol=tol):
         first = f"{want[0]:g}..{want[-1]:g}" if len(want) else "none"
-        found = f"{got[0]:g}..{got[-1]:g}" if len(got) else "none"
+        found = f"{got.min():g}..{got.max():g}" if len(got) else "none"
         raise UserError(f"{path}: wrong wavelength grid: {len(got)} wavelength columns ({found}) but the model "
                         f"expects {len(want)} ({first}, step {np.diff(want).mean():g}); resample your spectra to "
-                        "the model's grid or train on your own data (nir.dataset=csv)")
+                        f"the model's grid or train on your own data (nir.dataset=csv){separator_hint(columns)}")
+    return [waves[i] for i in order]
 
 
 def predict_rows(members, frame: pd.DataFrame) -> pd.DataFrame:
     """Rows with a missing, non-numeric or infinite value, or a spectrum outside the calibration range
     (`nir_range`), get a status and no prediction."""
     meta = members[0].metadata["task"]
-    x = frame[nir.wavelength_columns(list(frame.columns))].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    x = frame[grid_columns(list(frame.columns), meta)].apply(pd.to_numeric, errors="coerce").to_numpy(float)
     status = np.where(np.isnan(x).any(1), "missing_or_non_numeric_value",
                       np.where(np.isinf(x).any(1), "non_finite_value", "ok")).astype(object)
     finite, base = status == "ok", meta["base"]

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserError
-from core.readers import decoding_errors
+from core.readers import decoding_errors, separator_hint
 
 IMAGE_FORMATS = (".sdt", ".ptu", ".npy", ".tif", ".tiff")
 log = logging.getLogger(__name__)
@@ -172,7 +172,8 @@ def read_table(path: Path) -> tuple[np.ndarray, np.ndarray | None, pd.DataFrame]
     gates = len(counts_cols)
     want = [f"t{i}" for i in range(gates)]
     if not gates or counts_cols != want:
-        raise UserError(f"{path}: count columns must be t0..t<G-1> in order (found {len(counts_cols)} t-columns)")
+        raise UserError(f"{path}: count columns must be t0..t<G-1> in order (found {len(counts_cols)} t-columns)"
+                        f"{separator_hint(table.columns)}")
     if irf_cols and irf_cols != [f"irf{i}" for i in range(gates)]:
         raise UserError(f"{path}: {len(irf_cols)} IRF columns but {gates} count columns; give irf0..irf{gates - 1}"
                         " or none (the IRF is then estimated from the data)")
