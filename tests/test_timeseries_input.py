@@ -94,6 +94,33 @@ def test_a_bad_date_is_named_by_its_line_in_long_format(tmp_path):
         read_new_series(_csv(tmp_path, frame), META)
 
 
+def test_timestamp_messages_name_the_likely_cause(tmp_path):
+    """Another sampling rate, day-first dates and a daylight-saving night each get their own explanation
+    (before: "an irregular step" or "not a timestamp" without a why)."""
+    quarter = _frame().assign(date=pd.date_range("2024-01-01", periods=N + FUTURE, freq="15min")
+                              .strftime("%Y-%m-%d %H:%M"))
+    with pytest.raises(UserError, match="steps every 15min but the model was trained on steps of h; resample"):
+        read_new_series(_csv(tmp_path, quarter), META)
+    day_first = _frame().assign(date=pd.date_range("2024-01-10", periods=N + FUTURE, freq="D")
+                                .strftime("%d/%m/%Y"))
+    with pytest.raises(UserError, match="look day-first .* YYYY-MM-DD"):
+        read_new_series(_csv(tmp_path, day_first), META)
+    autumn = _frame().assign(date=pd.date_range("2024-10-26 20:00", periods=N + FUTURE, freq="h")
+                             .strftime("%Y-%m-%d %H:%M"))
+    autumn.loc[7, "date"] = autumn.loc[6, "date"]              # 02:00 twice: the clock went back
+    with pytest.raises(UserError, match="appears twice.*daylight saving"):
+        read_new_series(_csv(tmp_path, autumn), META)
+    spring = _frame().assign(date=pd.date_range("2024-03-30 20:00", periods=N + FUTURE, freq="h")
+                             .strftime("%Y-%m-%d %H:%M"))
+    spring = spring.drop(index=6).reset_index(drop=True)       # 02:00 never happened
+    with pytest.raises(UserError, match="missing timestamp.*daylight saving"):
+        read_new_series(_csv(tmp_path, spring), META)
+    semi = tmp_path / "semi.csv"
+    _frame().to_csv(semi, index=False, sep=";")
+    with pytest.raises(UserError, match="looks ';'-separated"):
+        read_new_series(semi, META)
+
+
 def test_utc_offsets_in_a_csv_are_a_clear_error(tmp_path):
     frame = _frame().assign(date=lambda f: f.date + "+01:00")
     with pytest.raises(UserError, match="line 2: date='2024-01-01 00:00:00\\+01:00' carries a time zone"):

@@ -66,6 +66,10 @@ def row_name(path, i: int) -> str:
     return f"line {i + 2}" if str(path).lower().endswith(".csv") else f"row {i + 1}"
 
 
+DST_NOTE = ("local clock times skip an hour in spring and repeat one in autumn where daylight saving time "
+            "changes: that is the likely cause if this is such a night")
+
+
 def parse_times(values: pd.Series, path, col: str) -> pd.Series:
     """Timestamps of a column in file order; a cell that is not a timestamp, or one with a time zone, is named
     by its line. The calendar (hour, weekday, cycle phase) is local wall-clock time, so zoned stamps are refused
@@ -87,9 +91,13 @@ def parse_times(values: pd.Series, path, col: str) -> pd.Series:
     bad = time.isna().to_numpy()
     if bad.any():
         i = int(np.argmax(bad))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            day_first = pd.to_datetime(values, errors="coerce", dayfirst=True).notna().all()
+        fix = ("the dates look day-first (DD/MM/YYYY), read month-first from the first rows: write them as "
+               "YYYY-MM-DD (ISO 8601) so no day is taken for a month" if day_first else "fix or remove that row")
         raise UserError(f"{path}: {row_name(path, i)}: {col}={values.iloc[i]!r} is not a timestamp "
-                        f"(e.g. {time[~bad].iloc[0] if (~bad).any() else '2024-01-31 13:00'}); fix or remove "
-                        "that row")
+                        f"(e.g. {time[~bad].iloc[0] if (~bad).any() else '2024-01-31 13:00'}); {fix}")
     return time
 
 
@@ -163,7 +171,8 @@ def to_series(frame: pd.DataFrame, path, time_col: str, targets: list[str], cova
     order = np.argsort(time.to_numpy(), kind="stable")
     time, numeric = pd.DatetimeIndex(time.to_numpy()[order]), {c: v[order] for c, v in numeric.items()}
     if time.has_duplicates:
-        raise UserError(f"{path}: timestamp {time[time.duplicated()][0]} appears twice; one row per time step")
+        raise UserError(f"{path}: timestamp {time[time.duplicated()][0]} appears twice; one row per time step "
+                        f"({DST_NOTE}: average the repeated hour's rows into one)")
     freq = ROWS if freq == ROWS else check_regular(time, path, freq)
     values = np.stack([numeric[c] for c in targets], 1) if targets else np.zeros((len(time), 0))
     cov = np.stack([numeric[c] for c in covariates], 1) if covariates else np.zeros((len(time), 0))
@@ -186,13 +195,20 @@ def check_regular(time: pd.DatetimeIndex, path, freq: str | None = None) -> str:
     step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq)) if freq else pd.Series(time).diff().mode().iloc[0]
     diffs = pd.Series(time).diff().iloc[1:]
     bad = diffs != step
+    every = pd.tseries.frequencies.to_offset(step).freqstr
+    own = diffs.mode().iloc[0] if len(diffs) else step
+    if freq and bad.mean() > 0.5 and own != step:    # most rows step otherwise: another sampling rate
+        have = pd.tseries.frequencies.to_offset(own).freqstr
+        raise UserError(f"{path}: the series steps every {have} but the model was trained on steps of {every}; "
+                        f"resample it to {every} (e.g. pandas .resample('{every}').mean()) or train a model on "
+                        "data like yours")
     if bad.any():
         i = int(np.argmax(bad.to_numpy())) + 1
         gap = diffs.iloc[i - 1]
         what = "missing timestamp(s)" if gap > step and gap % step == pd.Timedelta(0) else "an irregular step"
-        every = pd.tseries.frequencies.to_offset(step).freqstr
+        dst = f" ({DST_NOTE})" if gap - step == pd.Timedelta(hours=1) else ""
         raise UserError(f"{path}: {what} between {time[i - 1]} and {time[i]} (the series steps every {every}); "
-                        "reindex to a regular grid and fill the gaps")
+                        f"reindex to a regular grid and fill the gaps{dst}")
     return pd.tseries.frequencies.to_offset(step).freqstr
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserError
-from core.readers import Batch, Reader
+from core.readers import Batch, Reader, separator_hint
 from domains.timeseries import data as D
 
 LONG = ("unique_id", "ds", "y")
@@ -49,7 +49,7 @@ def _wide(path: Path, meta: Mapping[str, Any]) -> tuple[pd.DataFrame, str]:
     time_col = meta["time_column"]
     if time_col not in frame.columns:
         raise UserError(f"{path}: no {time_col!r} time column and not long format ({', '.join(LONG)}); found "
-                        f"{', '.join(map(str, frame.columns[:12]))}")
+                        f"{', '.join(map(str, frame.columns[:12]))}{separator_hint(frame.columns)}")
     known = {time_col, *meta["targets"], *meta["covariates"]}
     unknown = [c for c in frame.columns if c not in known]
     if unknown:
