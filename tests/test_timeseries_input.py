@@ -194,3 +194,12 @@ def test_ts_training_files_refuse_inf(tmp_path):
     with pytest.raises(UserError, match="line 7: a value is not finite"):
         CL._training_file(path)
 
+
+
+def test_ts_class_label_header_that_disagrees_with_the_lines(tmp_path):
+    path = _ts(tmp_path, ["1,2:3,4", "5,6:7,8"], labels="true a b")            # no label fields
+    with pytest.raises(UserError, match="has 1 dimensions; the model was trained on 2 .*'@classLabel false'"):
+        TsReader(CLASSIFY).check(path)
+    path = _ts(tmp_path, ["1,2:3,4:a", "5,6:7,8:b"], labels="false")           # labels after all
+    with pytest.raises(UserError, match="line 6: .*'@classLabel true <labels>'"):
+        TsReader(CLASSIFY).check(path)

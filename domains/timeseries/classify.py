@@ -57,9 +57,16 @@ def read_ts(path: Path, labels_optional: bool = False) -> TsFile:
             try:
                 arrays = [np.array([float(v) if v != "?" else np.nan for v in d.split(",")]) for d in dims]
             except ValueError as exc:
-                raise UserError(f"{path}: line {n}: {exc}; values must be numbers or '?'") from None
+                hint = ("; the header says '@classLabel false' but the line seems to end with ':<label>': "
+                        "write '@classLabel true <labels>' or remove the labels"
+                        if not has_label and len(dims) > 1 and "," not in dims[-1] else "")
+                raise UserError(f"{path}: line {n}: {exc}; values must be numbers or '?'{hint}") from None
             if not arrays or len({len(a) for a in arrays}) != 1:
-                raise UserError(f"{path}: line {n}: dimensions have different lengths {[len(a) for a in arrays]}")
+                hint = ("; the header says '@classLabel true' but the last field looks like a dimension, not a "
+                        "label: write '@classLabel false' for unlabelled series"
+                        if has_label and "," in label else "")
+                raise UserError(f"{path}: line {n}: dimensions have different lengths {[len(a) for a in arrays]}"
+                                f"{hint}")
             series.append(np.stack(arrays, 1))
             labels.append(label.strip())
             lines.append(n)
