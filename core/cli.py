@@ -18,6 +18,23 @@ from core.logs import configure_logging
 log = logging.getLogger("sciformer")
 
 
+def _path(text: str) -> Path:
+    """A path argument; an empty one (`-i ""`, an unset shell variable) is refused, not read as the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path; name a file or folder")
+    return Path(text)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _verbosity(p: argparse.ArgumentParser, top: bool = False) -> None:
     # accepted before and after the subcommand (`sciformer -q predict` and `sciformer predict -q`); the
     # subcommand's copies default to SUPPRESS so they never overwrite what was given before it
@@ -47,20 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a config (and optionally a prediction input) without running")
     _common(p)
-    p.add_argument("-i", "--input", type=Path, help="an input file for `predict` to check as well")
-    p.add_argument("--model", type=Path, help="run directory the input would be predicted with")
+    p.add_argument("-i", "--input", type=_path, help="an input file for `predict` to check as well")
+    p.add_argument("--model", type=_path, help="run directory the input would be predicted with")
 
     p = sub.add_parser("prepare", help="prepare (clean, featurize, split) the domain's data")
     _common(p)
-    p.add_argument("-o", "--output", type=Path, required=True, help="directory for the prepared data")
+    p.add_argument("-o", "--output", type=_path, required=True, help="directory for the prepared data")
 
     p = sub.add_parser("train", help="train one stage (an ensemble of seeds for the final stage)")
     _common(p)
-    p.add_argument("-i", "--input", type=Path, required=True, help="prepared data directory")
-    p.add_argument("-o", "--output", type=Path, required=True, help="run directory to write")
+    p.add_argument("-i", "--input", type=_path, required=True, help="prepared data directory")
+    p.add_argument("-o", "--output", type=_path, required=True, help="run directory to write")
     p.add_argument("--stage", help="training stage (default: the domain's last stage, e.g. fine-tuning)")
-    p.add_argument("--init", type=Path, help="run directory whose weights initialize the model (e.g. pretraining)")
-    p.add_argument("-j", "--jobs", type=int, default=1,
+    p.add_argument("--init", type=_path, help="run directory whose weights initialize the model (e.g. pretraining)")
+    p.add_argument("-j", "--jobs", type=_positive, default=1,
                    help="ensemble members trained in parallel processes (one torch thread each)")
     p.add_argument("--nproc", type=int, default=1,
                    help="train each member on N processes with DistributedDataParallel (gloo on CPU, nccl on "
@@ -68,26 +85,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="model vs baselines on the prepared test split")
     _common(p)
-    p.add_argument("-i", "--input", type=Path, required=True, help="prepared data directory")
-    p.add_argument("--model", type=Path, required=True, help="trained run directory")
-    p.add_argument("-o", "--output", type=Path, required=True, help="metrics JSON to write")
-    p.add_argument("--predictions", type=Path, help="per-sample test predictions (default: beside -o)")
+    p.add_argument("-i", "--input", type=_path, required=True, help="prepared data directory")
+    p.add_argument("--model", type=_path, required=True, help="trained run directory")
+    p.add_argument("-o", "--output", type=_path, required=True, help="metrics JSON to write")
+    p.add_argument("--predictions", type=_path, help="per-sample test predictions (default: beside -o)")
 
     p = sub.add_parser("predict", help="batch prediction on new data (the formats depend on the model's task: "
                                        "`sciformer list`, the domain's README), streamed in batches")
     _common(p, set_help="change a prediction setting for this run, e.g. --set train.threads=2 (repeatable); a "
                         "trained model keeps its other settings (a different value is named in a warning)")
-    p.add_argument("-i", "--input", type=Path, required=True,
+    p.add_argument("-i", "--input", type=_path, required=True,
                    help="input: a table (.csv/.parquet), a file, a folder or a CSV manifest, as the task reads")
-    p.add_argument("-o", "--output", type=Path, required=True,
+    p.add_argument("-o", "--output", type=_path, required=True,
                    help="output: a table (.csv/.parquet), a file (e.g. .npy) or a folder, as the task writes; "
                         "never the input")
-    p.add_argument("--model", type=Path, required=True, help="trained run directory")
+    p.add_argument("--model", type=_path, required=True, help="trained run directory")
     p.add_argument("--on-invalid", default="mark", choices=["mark", "skip", "error"],
                    help="items the model cannot predict: mark them in `status` (default), drop them from the output "
                         "table (an array output such as a .npy map keeps every item, as mark), or stop at the first")
-    p.add_argument("--chunk-size", type=int, default=10_000, help="items (rows) per batch")
-    p.add_argument("-j", "--jobs", type=int, default=1,
+    p.add_argument("--chunk-size", type=_positive, default=10_000, help="items (rows) per batch")
+    p.add_argument("-j", "--jobs", type=_positive, default=1,
                    help="worker processes predicting batches in parallel (output in input order)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
@@ -96,20 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("split", help="split a large input (table or folder) into N shards for parallel predict jobs")
     _verbosity(p)
-    p.add_argument("-i", "--input", type=Path, required=True, help="a .csv/.parquet table or a folder of files")
-    p.add_argument("-o", "--output", type=Path, required=True, help="folder for shard-0000.* ...")
+    p.add_argument("-i", "--input", type=_path, required=True, help="a .csv/.parquet table or a folder of files")
+    p.add_argument("-o", "--output", type=_path, required=True, help="folder for shard-0000.* ...")
     p.add_argument("-n", "--shards", type=int, required=True, help="number of shards")
 
     p = sub.add_parser("gather", help="join the shard outputs of predict (in shard order) into one output set")
     _verbosity(p)
-    p.add_argument("-i", "--input", type=Path, nargs="+", required=True,
+    p.add_argument("-i", "--input", type=_path, nargs="+", required=True,
                    help="the shards' prediction outputs, in shard order")
-    p.add_argument("-o", "--output", type=Path, required=True, help="the whole output (same kind as the shards')")
+    p.add_argument("-o", "--output", type=_path, required=True, help="the whole output (same kind as the shards')")
 
     p = sub.add_parser("report", help="plots and the metrics table from an evaluate output")
     _common(p)
-    p.add_argument("-i", "--input", type=Path, required=True, help="metrics JSON written by `evaluate`")
-    p.add_argument("-o", "--output", type=Path, required=True, help="directory for the report files")
+    p.add_argument("-i", "--input", type=_path, required=True, help="metrics JSON written by `evaluate`")
+    p.add_argument("-o", "--output", type=_path, required=True, help="directory for the report files")
     return parser
 
 

@@ -66,3 +66,15 @@ def test_stage_must_exist(run_cli, tmp_path):
     (tmp_path / "resolved_config.json").write_text("{}")
     code, _, err = run_cli("train", "-d", "molecules", "-i", tmp_path, "-o", tmp_path / "r", "--stage", "warmup")
     assert code == 2 and "pretrain, train" in err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-i", ""], "argument -i/--input: empty path"),
+    (["-i", "x.csv", "-j", "0"], "argument -j/--jobs: must be at least 1, got 0"),
+    (["-i", "x.csv", "--chunk-size", "-5"], "argument --chunk-size: must be at least 1"),
+])
+def test_bad_arguments_are_refused_by_the_parser(args, message, capsys):
+    from core.cli import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", "-d", "molecules", "-o", "out.csv", "--model", "run", *args])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
