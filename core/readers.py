@@ -101,15 +101,16 @@ def decoding_errors(path: Path, what: str = "file"):
 
 class TableReader(Reader):
     """CSV/Parquet rows. `required`: columns that must exist; `numeric`: columns that must hold finite numbers;
-    `forbidden`: columns the output will add (an input that has them would be overwritten); `whole`: one
-    batch with every row (for predictions that need the whole table)."""
+    `text`: columns that must hold text (a Parquet column of numbers there is refused); `forbidden`: columns the
+    output will add (an input that has them would be overwritten); `whole`: one batch with every row (for
+    predictions that need the whole table)."""
 
     formats = TABLE_FORMATS
 
     def __init__(self, required: Sequence[str] = (), numeric: Sequence[str] = (), forbidden: Sequence[str] = (),
-                 whole: bool = False, fix: str = ""):
+                 whole: bool = False, fix: str = "", text: Sequence[str] = ()):
         self.required, self.numeric, self.forbidden = list(required), list(numeric), list(forbidden)
-        self.whole, self.fix = whole, fix
+        self.whole, self.fix, self.text = whole, fix, list(text)
 
     # -- reading ------------------------------------------------------------------------------------------
     def header(self, path: Path) -> list[str]:
@@ -146,6 +147,17 @@ class TableReader(Reader):
             shown = ", ".join(map(str, columns[:20])) or "none"
             fix = f"; {self.fix}" if self.fix else ""
             raise UserError(f"{path}: missing column(s) {missing} (found: {shown}){fix}{separator_hint(columns)}")
+        twice = sorted({str(c) for c in columns if columns.count(c) > 1})
+        if twice:
+            raise UserError(f"{path}: column(s) {twice} appear more than once in the header; give every column "
+                            "its own name")
+        if input_suffix(path) == ".parquet":
+            schema = pq.ParquetFile(path).schema_arrow
+            for col in self.text:
+                kind = schema.field(col).type if col in schema.names else None
+                if kind is not None and not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
+                                             or (pa.types.is_dictionary(kind) and pa.types.is_string(kind.value_type))):
+                    raise UserError(f"{path}: column {col!r} holds {kind} values, not text; store it as strings")
         clash = [c for c in self.forbidden if c in columns]
         if clash:
             raise UserError(f"{path}: input already has output column(s) {clash}; rename them so nothing is "

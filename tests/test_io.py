@@ -63,3 +63,19 @@ def test_camera_json_with_a_byte_order_mark(tmp_path):
     path.write_bytes(b'{"fx": 100, "fy": 100, "cx": 32, "cy": 24, "width": 64, "height": 48}'.decode()
                      .encode("utf-8-sig"))
     assert read_camera(path).width == 64
+
+
+def test_tables_with_a_repeated_column_or_numbers_for_text_are_refused(tmp_path):
+    import pandas as pd
+
+    from core.errors import UserError
+    from core.readers import TableReader
+    reader = TableReader(required=["smiles"], text=["smiles"])
+    (twice := tmp_path / "twice.csv").write_text("smiles,smiles\nCCO,CCN\n")
+    with pytest.raises(UserError, match=r"\['smiles'\] appear more than once"):
+        reader.check(twice)
+    pd.DataFrame({"smiles": [1, 2]}).to_parquet(numbers := tmp_path / "numbers.parquet")
+    with pytest.raises(UserError, match="column 'smiles' holds int64 values, not text"):
+        reader.check(numbers)
+    pd.DataFrame({"smiles": ["CCO"]}).to_parquet(ok := tmp_path / "ok.parquet")
+    reader.check(ok)

@@ -184,7 +184,7 @@ class PropertiesTask(Task):
 
     def reader(self, metadata: Mapping[str, Any]) -> TableReader:
         col = metadata["smiles_column"]
-        return TableReader(required=[col], forbidden=self.output_columns(metadata),
+        return TableReader(required=[col], forbidden=self.output_columns(metadata), text=[col],
                            fix=f"rename your SMILES column to {col!r}")
 
     def predict(self, members: list[LoadedModel], batch, out) -> Prediction:
