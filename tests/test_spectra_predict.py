@@ -444,3 +444,14 @@ def test_histogram_table_saved_with_semicolons_gets_the_hint(tmp_path):
     (path := tmp_path / "h.csv").write_text("t0;t1;t2\n1;2;3\n")
     with pytest.raises(UserError, match="found 0 t-columns.*looks ';'-separated"):
         read_table(path)
+
+
+def test_nir_errors_name_the_sample(nir_model, tmp_path, capsys):
+    spectra = pd.read_csv(nir_model / "prep" / "new_spectra.csv")
+    spectra.insert(0, "sample", [f"lot-{i}" for i in range(len(spectra))])
+    spectra.iloc[2, 5] = np.nan
+    spectra.to_csv(src := tmp_path / "gap.csv", index=False)
+    code, err = _predict(nir_model / "model", src, tmp_path / "p.csv", capsys, "--on-invalid", "error")
+    import re
+    found = re.search(r"row (\d+) \(sample='lot-(\d+)'\): ", err)   # the first unpredicted row, by its id
+    assert code == 2 and found and int(found[1]) == int(found[2]) + 1 and int(found[1]) <= 3, err

@@ -33,7 +33,10 @@ class NirReader(TableReader):
         self.meta = meta
 
     def check(self, path: Path) -> None:
-        check_grid(path, self.header(path), self.meta)
+        columns = self.header(path)
+        check_grid(path, columns, self.meta)
+        waves = set(nir.wavelength_columns(columns))
+        self.locate = tuple(c for c in columns if c not in waves)[:2]   # the sample's id in error messages
         super().check(path)
 
 
