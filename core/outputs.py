@@ -10,7 +10,8 @@ new one is complete. Three shapes, chosen by `-o`:
     out/  (no suffix)            a folder of artifacts + out/predictions.csv (status per item) + out/meta.json
 
 Replacing an earlier output set removes its files first (listed in its `.meta.json`), so no stale sibling
-of another run stays beside new files. The commit itself (a handful of renames) runs with SIGINT/SIGTERM
+of another run stays beside new files; a folder output replaces only an earlier prediction folder that holds
+nothing but the files its meta.json lists (anything else is refused, never deleted). The commit itself (a handful of renames) runs with SIGINT/SIGTERM
 blocked. An output that would overwrite an input is refused before any work.
 """
 from __future__ import annotations
