@@ -11,8 +11,9 @@ new one is complete. Three shapes, chosen by `-o`:
 
 Replacing an earlier output set removes its files first (listed in its `.meta.json`), so no stale sibling
 of another run stays beside new files; a folder output replaces only an earlier prediction folder that holds
-nothing but the files its meta.json lists (anything else is refused, never deleted). The commit itself (a handful of renames) runs with SIGINT/SIGTERM
-blocked. An output that would overwrite an input is refused before any work.
+nothing but the files its meta.json lists (anything else is refused, never deleted; file-browser droppings
+such as .DS_Store excepted). The commit itself (a handful of renames) runs with SIGINT/SIGTERM blocked. An
+output that would overwrite an input is refused before any work.
 """
 from __future__ import annotations
 
@@ -191,6 +192,14 @@ def is_prediction_meta(meta: Any) -> bool:
                                        or {"files", "rows_out", "domain"} <= meta.keys())
 
 
+def _os_dropping(rel: str) -> bool:
+    """Files a file browser or notebook leaves in any folder it shows (Finder, Explorer, Jupyter): replacing an
+    output folder may delete them (a prediction artifact's name never starts with '.')."""
+    parts = rel.split("/")
+    return (parts[-1] in {".DS_Store", "Thumbs.db", "desktop.ini"} or parts[-1].startswith("._")
+            or ".ipynb_checkpoints" in parts[:-1])
+
+
 def _check_parents(target: Path) -> None:
     """-o under an existing file (results.csv/preds.csv) cannot be created: say so before any work."""
     for parent in target.parents:
@@ -207,7 +216,8 @@ def _check_replaceable_folder(target: Path) -> None:
     file added to an earlier output would otherwise be deleted."""
     if not target.is_dir():
         raise UserError(f"{target}: exists and is not a folder; choose another -o")
-    present = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if not p.is_dir())
+    present = sorted(rel for p in target.rglob("*") if not p.is_dir()
+                     and not _os_dropping(rel := p.relative_to(target).as_posix()))
     if not present:
         return
     meta_file = target / FOLDER_META

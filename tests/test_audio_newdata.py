@@ -210,7 +210,8 @@ def test_manifest_blank_cells_folders_and_clashing_columns(recordings, tmp_path)
     manifest.write_text("path,status\nmono8k.wav,raw\n,raw\n")
     with pytest.raises(UserError, match=r"row\(s\) 2 have an empty 'path' cell"):
         ND.AudioReader().check(manifest)
-    manifest.write_text("path,status\nmono8k.wav,raw\nsub,raw\n")
+    manifest.write_text("path,status,input_status\nmono8k.wav,raw,x\nsub,raw,y\n")
     table = predict("classify", classifier_members(), manifest, tmp_path / "out.csv")
     assert table.status.tolist() == ["ok", "unreadable"] and "is a folder" in table.message[1]
-    assert table.input_status.tolist() == ["raw", "raw"]          # a clash with an output column is renamed
+    assert table.input_input_status.tolist() == ["raw", "raw"]    # a clash with an output column is renamed
+    assert table.input_status.tolist() == ["x", "y"]              # ... without losing a column of that name

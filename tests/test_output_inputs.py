@@ -80,3 +80,13 @@ def test_an_output_under_a_file_is_a_clear_error(tmp_path):
     (tmp_path / "results.csv").write_text("x\n1\n")
     with pytest.raises(UserError, match=r"results.csv is a file, not a folder"):
         OutputSet(tmp_path / "results.csv" / "preds.csv")
+
+
+def test_file_browser_droppings_do_not_block_a_rerun(tmp_path):
+    out = tmp_path / "out"
+    _predict_into(out, {"a.txt": "1"})
+    (out / ".DS_Store").write_bytes(b"\0")
+    (out / ".ipynb_checkpoints").mkdir()
+    (out / ".ipynb_checkpoints" / "a-checkpoint.txt").write_text("1")
+    _predict_into(out, {"a.txt": "2"})
+    assert (out / "a.txt").read_text() == "2"

@@ -420,6 +420,15 @@ def test_time_first_stacks_and_timing_outside_the_family(lifetime_model, tmp_pat
     assert _predict(lifetime_model, hwt, tmp_path / "hwt_map.npy", capsys, *sets)[0] == 0
     np.testing.assert_allclose(np.load(tmp_path / "thw_map.npy"), np.load(tmp_path / "hwt_map.npy"), atol=1e-6)
 
+    gate_only = _with_sidecar(tmp_path / "gate_only.npy", {"gate_ps": 48.9})   # the usual case: no period known
+    np.save(gate_only, np.load(thw))
+    code, err = _predict(lifetime_model, gate_only, tmp_path / "bad2.npy", capsys, *sets)
+    assert code == 2 and "laser period 1.956 ns" in err and "lifetime.stack_axes=THW" in err
+    few = _with_sidecar(tmp_path / "few.npy")                                   # 20 x 20: 20 gates, far too few
+    np.save(few, np.ascontiguousarray(np.moveaxis(stack[:20, :20], -1, 0)))
+    code, err = _predict(lifetime_model, few, tmp_path / "bad3.npy", capsys, *sets)
+    assert code == 2 and "20 time gates is far outside" in err and "lifetime.stack_axes=THW" in err
+
     far = _with_sidecar(tmp_path / "far.npy", {"gate_ps": 48.9, "period_ns": 100.0})
     np.save(far, stack[:4, :4])
     code, err = _predict(lifetime_model, far, tmp_path / "far_map.npy", capsys)
@@ -455,3 +464,17 @@ def test_nir_errors_name_the_sample(nir_model, tmp_path, capsys):
     import re
     found = re.search(r"row (\d+) \(sample='lot-(\d+)'\): ", err)   # the first unpredicted row, by its id
     assert code == 2 and found and int(found[1]) == int(found[2]) + 1 and int(found[1]) <= 3, err
+
+
+def test_nir_grid_columns_follow_the_models_order():
+    """A model trained on a descending export (wavenumbers) and files in either order: the columns come back in
+    the model's order; a wavelength given twice is refused."""
+    from core.errors import UserError
+    from domains.spectra.nir_task import grid_columns
+    desc = [f"{w:g}" for w in np.arange(10000, 3990, -10.0)]
+    meta = {"wavelengths": [float(w) for w in desc]}
+    assert grid_columns(["id", *desc], meta) == desc
+    assert grid_columns(desc[::-1], meta) == desc
+    assert grid_columns(desc[::-1], {"wavelengths": meta["wavelengths"][::-1]}) == desc[::-1]
+    with pytest.raises(UserError, match="wavelength 4000 has more than one column"):
+        grid_columns([*desc[:-1], "4000.0"] + ["4000"], {"wavelengths": [*meta["wavelengths"], 4000.0]})

@@ -115,6 +115,9 @@ def test_timestamp_messages_name_the_likely_cause(tmp_path):
     spring = spring.drop(index=6).reset_index(drop=True)       # 02:00 never happened
     with pytest.raises(UserError, match="missing timestamp.*daylight saving"):
         read_new_series(_csv(tmp_path, spring), META)
+    short = _frame().iloc[[0, 2, 4]]                             # too short to call it another rate
+    with pytest.raises(UserError, match="missing timestamp"):
+        read_new_series(_csv(tmp_path, short), META)
     semi = tmp_path / "semi.csv"
     _frame().to_csv(semi, index=False, sep=";")
     with pytest.raises(UserError, match="looks ';'-separated"):

@@ -139,7 +139,13 @@ def inspect(item: FileItem, item_id: str) -> tuple[dict, dict, dict]:
 
 def _passed_through(fields: dict[str, str]) -> dict[str, str]:
     """A manifest's other columns; one named like an output column (or p_<class>) gets an `input_` prefix."""
-    return {(f"input_{k}" if k in OUTPUT_COLUMNS or k.startswith("p_") else k): v for k, v in fields.items()}
+    out: dict[str, str] = {}
+    for k, v in fields.items():
+        name = k
+        while name in OUTPUT_COLUMNS or name.startswith("p_") or name in out or (name != k and name in fields):
+            name = f"input_{name}"         # `status` and `input_status` both kept: input_input_status
+        out[name] = v
+    return out
 
 
 def enhance_items(members, items: list[tuple[FileItem, str]], out, used: set[str]) -> pd.DataFrame:

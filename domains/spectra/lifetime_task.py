@@ -9,6 +9,7 @@ rows (memory bound: `predict`'s docstring).
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -34,6 +35,7 @@ from domains.spectra.predict import (
     table_info,
 )
 
+log = logging.getLogger(__name__)
 SMOKE = ("lifetime.n_train=256", "lifetime.n_val=32", "lifetime.n_test=32", "lifetime.n_test_high=16",
          "lifetime.n_test_ood=16", "lifetime.baseline_pixels=8", "lifetime.compare_pixels=4",
          "lifetime.baselines=[mle,fast_mle,phasor,prior_median]",
@@ -69,13 +71,19 @@ class LifetimeReader(Reader):
 
     def _image(self, path: Path) -> ImageInput:
         stack, recorded = readers.read_stack(path)
-        if self.cfg is not None and self.cfg.get("lifetime.stack_axes") == "THW" and path.suffix.lower() in (
-                ".npy", ".tif", ".tiff"):
-            stack = np.moveaxis(stack, 0, -1)        # time-first stacks (gated cameras) to H x W x T
+        settable = path.suffix.lower() in readers.STACK_FORMATS     # .sdt/.ptu know their own axes
+        if self.cfg is not None and self.cfg.get("lifetime.stack_axes") == "THW":
+            if not settable:
+                log.warning("%s: lifetime.stack_axes=THW applies to .npy/.tif stacks; this file's own axes are "
+                            "used", path)
+            elif stack.shape[0] == 1:                # a 2-D T x W array was read as 1 x T x W
+                stack = np.swapaxes(stack, 1, 2)
+            else:
+                stack = np.moveaxis(stack, 0, -1)    # time-first stacks (gated cameras) to H x W x T
         gates = stack.shape[-1]
         timing = self._timing(path, gates, recorded)
-        readers.check_gates(path, gates, timing["gate_ps"], self.meta)
-        readers.check_window(path, stack.shape, timing, self.meta)
+        readers.check_gates(path, gates, timing["gate_ps"], self.meta, stack.shape if settable else None)
+        readers.check_window(path, stack.shape, timing, self.meta, settable)
         irf = readers.irf_from_decay(readers.check_stack(path, stack), path)
         setting = setting_for(self.meta, gates, timing)
         peak = readers.irf_peak(irf)

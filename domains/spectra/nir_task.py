@@ -50,15 +50,21 @@ def grid_columns(columns: list[str], meta: Mapping[str, Any], path: Path | str =
     waves = nir.wavelength_columns(columns)
     want = np.asarray(meta["wavelengths"], float)
     got = np.array([float(w) for w in waves])
-    order = np.argsort(got, kind="stable")
+    have, need = np.argsort(got, kind="stable"), np.argsort(want, kind="stable")   # either may descend
+    if len(got) > 1 and (np.diff(got[have]) == 0).any():
+        twice = got[have][1:][np.diff(got[have]) == 0][0]
+        raise UserError(f"{path}: wavelength {twice:g} has more than one column; one column per wavelength")
     tol = 1e-3 * max(1.0, float(np.abs(want).max()) / 1000)
-    if len(got) != len(want) or not np.allclose(got[order], want, rtol=0, atol=tol):
+    if len(got) != len(want) or not np.allclose(got[have], want[need], rtol=0, atol=tol):
         first = f"{want[0]:g}..{want[-1]:g}" if len(want) else "none"
         found = f"{got.min():g}..{got.max():g}" if len(got) else "none"
         raise UserError(f"{path}: wrong wavelength grid: {len(got)} wavelength columns ({found}) but the model "
                         f"expects {len(want)} ({first}, step {np.diff(want).mean():g}); resample your spectra to "
                         f"the model's grid or train on your own data (nir.dataset=csv){separator_hint(columns)}")
-    return [waves[i] for i in order]
+    ordered = [""] * len(want)
+    for k in range(len(want)):      # the k-th smallest wavelength of the file goes where the model has its own
+        ordered[need[k]] = waves[have[k]]
+    return ordered
 
 
 def predict_rows(members, frame: pd.DataFrame) -> pd.DataFrame:

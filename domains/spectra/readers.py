@@ -34,6 +34,7 @@ from core.errors import UserError
 from core.readers import decoding_errors, separator_hint
 
 IMAGE_FORMATS = (".sdt", ".ptu", ".npy", ".tif", ".tiff")
+STACK_FORMATS = (".npy", ".tif", ".tiff")   # plain arrays: their axis order is the user's (lifetime.stack_axes)
 log = logging.getLogger(__name__)
 
 
@@ -135,27 +136,36 @@ def resolve_timing(path: Path, gates: int, recorded: dict, gate_ps: float | None
     return {"gate_ps": gate, "period_ns": period, "period_from": source}
 
 
-def check_window(path: Path, shape: tuple[int, ...], timing: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+def check_window(path: Path, shape: tuple[int, ...], timing: Mapping[str, Any], meta: Mapping[str, Any],
+                 axes_settable: bool = False) -> None:
     """The family model knows laser periods and windows (gates x width / period) of its family only: outside
-    them it would answer confidently and wrongly. A window far from the period is also what a time-first
-    stack (T x H x W, as gated cameras write it) looks like when read as H x W x T: the message says so."""
+    them it would answer confidently and wrongly. A period or window far off is also what a time-first stack
+    (T x H x W, as gated cameras write it) looks like when read as H x W x T: where the first axis as time
+    would fit (`axes_settable`: a .npy/.tif stack), the message says to set lifetime.stack_axes=THW."""
     fam = meta.get("family")
     if not fam or "period_ns" not in fam:
         return
     gates, gate_ps, period = shape[-1], timing["gate_ps"], timing["period_ns"]
     lo, hi = fam["period_ns"]
-    named = timing.get("period_from") or f"assumed = the window, {gates} gates x {gate_ps:.4g} ps"
+    wlo, whi = fam["window_fraction"]
+    known = timing.get("period_from")
+
+    def fits(n: int) -> bool:
+        window = n * gate_ps / 1000
+        p = period if known else window        # an unknown period is assumed to be the window
+        return 0.9 * lo <= p <= 1.1 * hi and 0.9 * wlo <= window / p <= 1.1 * whi
+
+    hint = ""
+    if axes_settable and len(shape) == 3 and shape[0] != gates and fits(shape[0]):
+        hint = (f"; read with the first axis as time ({shape[0]} gates) it would fit: for a T x H x W stack "
+                "add --set lifetime.stack_axes=THW")
+    named = known or f"assumed = the window, {gates} gates x {gate_ps:.4g} ps"
     if not 0.9 * lo <= period <= 1.1 * hi:
         raise UserError(f"{path}: laser period {period:.4g} ns ({named}) is outside the {lo:g}-{hi:g} ns the model "
                         "was trained over; give the right one with --set lifetime.stack_period_ns=<ns>, or train a "
-                        "model whose lifetime.instruments.period_ns covers it")
-    wlo, whi = fam["window_fraction"]
+                        f"model whose lifetime.instruments.period_ns covers it{hint}")
     fraction = gates * gate_ps / 1000 / period
     if not 0.9 * wlo <= fraction <= 1.1 * whi:
-        hint = ""
-        if len(shape) == 3 and 0.9 * wlo <= shape[0] * gate_ps / 1000 / period <= 1.1 * whi:
-            hint = (f"; read with the first axis as time ({shape[0]} gates) it would fit: for a T x H x W stack "
-                    "add --set lifetime.stack_axes=THW")
         raise UserError(f"{path}: {gates} gates x {gate_ps:.4g} ps = a {gates * gate_ps / 1000:.4g} ns window, "
                         f"{fraction:.2f} of the {period:.4g} ns laser period; the model was trained on windows of "
                         f"{wlo:g}-{whi:g} periods{hint}")
@@ -184,8 +194,10 @@ def read_table(path: Path) -> tuple[np.ndarray, np.ndarray | None, pd.DataFrame]
     return counts, irf, table
 
 
-def check_gates(path: Path, n: int, gate_ps: float | None, meta: Mapping[str, Any]) -> None:
-    """A fixed-setting model needs its own gates and gate width; the family model any setting in its family."""
+def check_gates(path: Path, n: int, gate_ps: float | None, meta: Mapping[str, Any],
+                stack_shape: tuple[int, ...] | None = None) -> None:
+    """A fixed-setting model needs its own gates and gate width; the family model any setting in its family.
+    `stack_shape`: a .npy/.tif stack's, to point at lifetime.stack_axes=THW when its first axis would fit."""
     if meta.get("gates") is not None:
         if n != meta["gates"]:
             raise UserError(f"{path}: histograms have {n} time gates but the model was trained on {meta['gates']} "
@@ -204,9 +216,12 @@ def check_gates(path: Path, n: int, gate_ps: float | None, meta: Mapping[str, An
         raise UserError(f"{path}: gate width {gate_ps:.4g} ps is outside the {lo:g}-{hi:g} ps the model was trained "
                         f"over; train one whose lifetime.instruments.gate_ps covers it")
     if not (fam["gates"][0] // 2 <= n <= 2 * fam["gates"][1]):
+        first = stack_shape[0] if stack_shape is not None and len(stack_shape) == 3 else None
+        hint = (f"; read with the first axis as time ({first} gates) it would fit: for a T x H x W stack add "
+                "--set lifetime.stack_axes=THW" if first and fam["gates"][0] <= first <= fam["gates"][1] else "")
         raise UserError(f"{path}: {n} time gates is far outside the {fam['gates'][0]}-{fam['gates'][1]} the model was "
                         "trained over; rebin the histograms or train a model whose lifetime.instruments.gates "
-                        "covers it")
+                        f"covers it{hint}")
 
 
 def check_values(path: Path, counts: np.ndarray, first_row: int = 0) -> None:

@@ -70,6 +70,12 @@ DST_NOTE = ("local clock times skip an hour in spring and repeat one in autumn w
             "changes: that is the likely cause if this is such a night")
 
 
+def _dst_night(stamp: pd.Timestamp, step: pd.Timedelta) -> bool:
+    """Whether a gap or repeat could be a daylight-saving change: sub-hourly to hourly steps, in the small hours
+    of a March/April or October/November night (the months the common zones change in)."""
+    return pd.Timedelta(0) < step <= pd.Timedelta(hours=1) and stamp.month in (3, 4, 10, 11) and stamp.hour <= 3
+
+
 def parse_times(values: pd.Series, path, col: str) -> pd.Series:
     """Timestamps of a column in file order; a cell that is not a timestamp, or one with a time zone, is named
     by its line. The calendar (hour, weekday, cycle phase) is local wall-clock time, so zoned stamps are refused
@@ -171,8 +177,10 @@ def to_series(frame: pd.DataFrame, path, time_col: str, targets: list[str], cova
     order = np.argsort(time.to_numpy(), kind="stable")
     time, numeric = pd.DatetimeIndex(time.to_numpy()[order]), {c: v[order] for c, v in numeric.items()}
     if time.has_duplicates:
-        raise UserError(f"{path}: timestamp {time[time.duplicated()][0]} appears twice; one row per time step "
-                        f"({DST_NOTE}: average the repeated hour's rows into one)")
+        twice = time[time.duplicated()][0]
+        step = pd.Series(time).diff().mode().iloc[0] if len(time) > 2 else pd.Timedelta(0)
+        dst = f" ({DST_NOTE}: average the repeated hour's rows into one)" if _dst_night(twice, step) else ""
+        raise UserError(f"{path}: timestamp {twice} appears twice; one row per time step{dst}")
     freq = ROWS if freq == ROWS else check_regular(time, path, freq)
     values = np.stack([numeric[c] for c in targets], 1) if targets else np.zeros((len(time), 0))
     cov = np.stack([numeric[c] for c in covariates], 1) if covariates else np.zeros((len(time), 0))
@@ -197,7 +205,7 @@ def check_regular(time: pd.DatetimeIndex, path, freq: str | None = None) -> str:
     bad = diffs != step
     every = pd.tseries.frequencies.to_offset(step).freqstr
     own = diffs.mode().iloc[0] if len(diffs) else step
-    if freq and bad.mean() > 0.5 and own != step:    # most rows step otherwise: another sampling rate
+    if freq and len(diffs) >= 10 and bad.mean() > 0.5 and own != step:   # most steps differ: another rate
         have = pd.tseries.frequencies.to_offset(own).freqstr
         raise UserError(f"{path}: the series steps every {have} but the model was trained on steps of {every}; "
                         f"resample it to {every} (e.g. pandas .resample('{every}').mean()) or train a model on "
@@ -206,7 +214,7 @@ def check_regular(time: pd.DatetimeIndex, path, freq: str | None = None) -> str:
         i = int(np.argmax(bad.to_numpy())) + 1
         gap = diffs.iloc[i - 1]
         what = "missing timestamp(s)" if gap > step and gap % step == pd.Timedelta(0) else "an irregular step"
-        dst = f" ({DST_NOTE})" if gap - step == pd.Timedelta(hours=1) else ""
+        dst = f" ({DST_NOTE})" if gap - step == pd.Timedelta(hours=1) and _dst_night(time[i - 1], step) else ""
         raise UserError(f"{path}: {what} between {time[i - 1]} and {time[i]} (the series steps every {every}); "
                         f"reindex to a regular grid and fill the gaps{dst}")
     return pd.tseries.frequencies.to_offset(step).freqstr
