@@ -115,6 +115,15 @@ def test_timestamp_messages_name_the_likely_cause(tmp_path):
     spring = spring.drop(index=6).reset_index(drop=True)       # 02:00 never happened
     with pytest.raises(UserError, match="missing timestamp.*daylight saving"):
         read_new_series(_csv(tmp_path, spring), META)
+    early = _frame().assign(date=pd.date_range("2024-01-01", periods=N + FUTURE, freq="8h")
+                            .strftime("%d/%m/%Y %H:%M"))                # every day <= 12: parses month-first
+    with pytest.raises(UserError, match="ambiguous; read month-first .* irregular, read day-first .* YYYY-MM-DD"):
+        read_new_series(_csv(tmp_path, early), META)
+    long = _long(autumn.assign(date=pd.date_range("2024-10-26 20:00", periods=N + FUTURE, freq="h")
+                               .strftime("%Y-%m-%d %H:%M")))
+    long.loc[7, "ds"] = long.loc[6, "ds"]
+    with pytest.raises(UserError, match="twice; keep one row per series and time.*daylight saving"):
+        read_new_series(_csv(tmp_path, long), META)
     short = _frame().iloc[[0, 2, 4]]                             # too short to call it another rate
     with pytest.raises(UserError, match="missing timestamp"):
         read_new_series(_csv(tmp_path, short), META)
@@ -205,4 +214,7 @@ def test_ts_class_label_header_that_disagrees_with_the_lines(tmp_path):
         TsReader(CLASSIFY).check(path)
     path = _ts(tmp_path, ["1,2:3,4:a", "5,6:7,8:b"], labels="false")           # labels after all
     with pytest.raises(UserError, match="line 6: .*'@classLabel true <labels>'"):
+        TsReader(CLASSIFY).check(path)
+    path = _ts(tmp_path, ["1,2:3,4:1", "5,6:7,8:2"], labels="false")           # numeric labels (UEA's usual)
+    with pytest.raises(UserError, match="different lengths .*'@classLabel true <labels>'"):
         TsReader(CLASSIFY).check(path)

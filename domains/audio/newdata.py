@@ -124,8 +124,7 @@ def classify_status(status: str, levels: dict, subtype: str = "") -> tuple[str, 
     if levels["peak"] < SILENCE:
         return "silent", ""
     if subtype in FLOAT_SUBTYPES and levels["peak"] > 1.0:   # over full scale, so nothing capped it at 1
-        return status, (f"float samples exceed full scale (peak {levels['peak']:.3g}); the output keeps the "
-                        "input's level")
+        return status, f"float samples exceed full scale (peak {levels['peak']:.3g}): not clipped"
     if status == "ok" and levels["clipped_fraction"] >= CLIP_FRACTION:
         return "clipped", ""
     return status, ""

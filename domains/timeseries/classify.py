@@ -64,7 +64,10 @@ def read_ts(path: Path, labels_optional: bool = False) -> TsFile:
             if not arrays or len({len(a) for a in arrays}) != 1:
                 hint = ("; the header says '@classLabel true' but the last field looks like a dimension, not a "
                         "label: write '@classLabel false' for unlabelled series"
-                        if has_label and "," in label else "")
+                        if has_label and "," in label else
+                        "; the header says '@classLabel false' but the line seems to end with ':<label>': write "
+                        "'@classLabel true <labels>' or remove the labels"
+                        if not has_label and len(arrays) > 1 and len(arrays[-1]) == 1 else "")
                 raise UserError(f"{path}: line {n}: dimensions have different lengths {[len(a) for a in arrays]}"
                                 f"{hint}")
             series.append(np.stack(arrays, 1))

@@ -76,6 +76,27 @@ def _dst_night(stamp: pd.Timestamp, step: pd.Timedelta) -> bool:
     return pd.Timedelta(0) < step <= pd.Timedelta(hours=1) and stamp.month in (3, 4, 10, 11) and stamp.hour <= 3
 
 
+def _ambiguous_day_month(text: pd.Series, month_first: pd.Series, path, col: str) -> None:
+    """Slashed dates with every day <= 12 parse either way; pandas reads them month-first. Where that order
+    jumps about and the day-first reading runs forward, the file is day-first: refuse rather than scramble it
+    (the usual symptom would be a 'missing timestamps' error a month wide)."""
+    if not len(text) or not text.str.match(r"^\d{1,2}[/.]\d{1,2}[/.]\d{2,4}").all():
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        day_first = pd.to_datetime(text, errors="coerce", dayfirst=True)
+    if not (day_first.notna().all() and month_first.notna().all()) or day_first.equals(month_first):
+        return
+
+    def regular(t: pd.Series) -> float:   # share of steps equal to the most common one
+        steps = t.sort_values().diff().iloc[1:]
+        return float((steps == steps.mode().iloc[0]).mean()) if len(steps) else 1.0
+    if regular(day_first) >= 0.9 > regular(month_first):
+        raise UserError(f"{path}: column {col!r}: dates like {text.iloc[-1]!r} are ambiguous; read month-first (as "
+                        "pandas does) their steps are irregular, read day-first they are regular: write them as "
+                        "YYYY-MM-DD (ISO 8601) so no day is taken for a month")
+
+
 def parse_times(values: pd.Series, path, col: str) -> pd.Series:
     """Timestamps of a column in file order; a cell that is not a timestamp, or one with a time zone, is named
     by its line. The calendar (hour, weekday, cycle phase) is local wall-clock time, so zoned stamps are refused
@@ -94,6 +115,7 @@ def parse_times(values: pd.Series, path, col: str) -> pd.Series:
         i = int(np.argmax(zoned.to_numpy())) if zoned.any() else 0
         raise UserError(f"{path}: {row_name(path, i)}: {col}={values.iloc[i]!r} carries a time zone (UTC "
                         f"offset); {zone_fix}")
+    _ambiguous_day_month(text, time, path, col)
     bad = time.isna().to_numpy()
     if bad.any():
         i = int(np.argmax(bad))
@@ -145,8 +167,12 @@ def long_to_wide(frame: pd.DataFrame, path, id_col: str, time_col: str, value_co
     dup = frame.duplicated([id_col, time_col])
     if dup.any():
         i = int(np.argmax(dup.to_numpy()))
+        twice = frame[time_col].iloc[i]
+        times = pd.DatetimeIndex(frame[time_col].drop_duplicates().sort_values())
+        step = pd.Series(times).diff().mode().iloc[0] if len(times) > 2 else pd.Timedelta(0)
+        dst = f" ({DST_NOTE}: average the repeated hour's rows into one)" if _dst_night(twice, step) else ""
         raise UserError(f"{path}: {row_name(path, i)}: series {frame[id_col].iloc[i]!r} has timestamp "
-                        f"{frame[time_col].iloc[i]} twice; keep one row per series and time")
+                        f"{twice} twice; keep one row per series and time{dst}")
     wide = frame.pivot(index=time_col, columns=id_col, values=value_col)
     wide.columns = [str(c) for c in wide.columns]
     if covariates:
