@@ -76,6 +76,8 @@ class OutputSet:
         _check_parents(self.target)
         if self.kind == "folder" and self.target.exists():
             _check_replaceable_folder(self.target)
+        elif self.kind != "folder" and self.target.exists():
+            _check_replaceable_file(self.target)
         self.files: list[str] = []
         self._table_writer: _TableWriter | None = None
         self.staging: Path | None = None
@@ -158,11 +160,12 @@ class OutputSet:
 
     def _commit_files(self) -> None:
         meta = meta_path(self.target)
-        try:
-            earlier = read_json(meta) if meta.exists() else {}
-        except (OSError, ValueError):
-            earlier = {}
-        previous = earlier.get("files", []) if is_prediction_meta(earlier) else []
+        earlier = _prediction_meta(meta) or {}
+        previous = earlier.get("files", [])
+        clobbered = [str(self._final(n)) for n in self.files if n not in previous and self._final(n).exists()]
+        if clobbered:       # a sibling (map.png) that some other program wrote
+            raise UserError(f"{self.target}: would replace {', '.join(clobbered)}, which no earlier prediction "
+                            "wrote; move it or choose another -o")
         meta.unlink(missing_ok=True)           # from here on the old set is visibly incomplete
         for name in previous:                  # no stale sibling of the previous run survives
             if name not in self.files:
@@ -200,6 +203,26 @@ def _os_dropping(rel: str) -> bool:
             or ".ipynb_checkpoints" in parts[:-1])
 
 
+def _prediction_meta(meta_file: Path) -> dict | None:
+    try:
+        meta = read_json(meta_file) if meta_file.exists() else None
+    except (OSError, ValueError):
+        return None
+    return meta if is_prediction_meta(meta) else None
+
+
+def _check_replaceable_file(target: Path) -> None:
+    """A table or file output replaces only an earlier prediction's (its .meta.json beside it): a data table or
+    an array that happens to have the name is never overwritten."""
+    if target.is_dir():
+        raise UserError(f"{target}: is a folder; a {target.suffix} output is a file: choose another -o "
+                        "(or a name without a suffix for a folder output)")
+    if _prediction_meta(meta_path(target)) is None:
+        raise UserError(f"{target}: the file exists and is not an earlier prediction output (no "
+                        f"{meta_path(target).name} beside it); choose a new name for -o, or delete it first, so "
+                        "nothing is overwritten by mistake")
+
+
 def _check_parents(target: Path) -> None:
     """-o under an existing file (results.csv/preds.csv) cannot be created: say so before any work."""
     for parent in target.parents:
@@ -221,11 +244,8 @@ def _check_replaceable_folder(target: Path) -> None:
     if not present:
         return
     meta_file = target / FOLDER_META
-    try:
-        meta = read_json(meta_file) if meta_file.exists() else None
-    except (OSError, ValueError):
-        meta = None
-    if not is_prediction_meta(meta):
+    meta = _prediction_meta(meta_file)
+    if meta is None:
         why = "no meta.json" if not meta_file.exists() else "its meta.json is not a prediction's"
         raise UserError(f"{target}: the folder exists and is not an earlier prediction output ({why}); choose "
                         "a new or empty folder for -o so nothing in it is lost")

@@ -1,5 +1,6 @@
 """The never-overwrite-an-input rule covers every file an input names (core.readers.Reader.input_files), not
 only the -i path: a manifest's rows, here through core.readers.FilesReader."""
+import numpy as np
 import pytest
 
 from core.errors import UserError
@@ -90,3 +91,28 @@ def test_file_browser_droppings_do_not_block_a_rerun(tmp_path):
     (out / ".ipynb_checkpoints" / "a-checkpoint.txt").write_text("1")
     _predict_into(out, {"a.txt": "2"})
     assert (out / "a.txt").read_text() == "2"
+
+
+def test_a_file_output_never_overwrites_a_file_no_prediction_wrote(tmp_path):
+    """-o results.csv where results.csv is the user's own table (or raw.npy a raw stack) is refused before any
+    work; an earlier prediction's table is replaced; a sibling some other program wrote stops the commit."""
+    import pandas as pd
+
+    from core.outputs import OutputSet
+    mine = tmp_path / "results.csv"
+    mine.write_text("name,smiles\nethanol,CCO\n")
+    with pytest.raises(UserError, match="not an earlier prediction output \\(no results.csv.meta.json"):
+        OutputSet(mine)
+    assert mine.read_text().startswith("name,smiles")
+    pred = tmp_path / "pred.csv"
+    for _ in range(2):                                        # the second run replaces the first
+        with OutputSet(pred) as out:
+            out.append(pd.DataFrame({"id": ["a"], "status": ["ok"]}))
+            out.commit({"domain": "d", "rows_out": 1})
+    (tmp_path / "map.png").write_bytes(b"someone else's figure")
+    with pytest.raises(UserError, match="map.png, which no earlier prediction wrote"):
+        with OutputSet(tmp_path / "map.npy") as out:
+            out.write("", np.zeros(2))
+            out.write(".png", b"png")
+            out.commit({"domain": "d", "rows_out": 0})
+    assert (tmp_path / "map.png").read_bytes() == b"someone else's figure" and not (tmp_path / "map.npy").exists()
