@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import tempfile
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -162,8 +163,12 @@ class OutputSet:
         meta = meta_path(self.target)
         earlier = _prediction_meta(meta) or {}
         previous = earlier.get("files", [])
-        clobbered = [str(self._final(n)) for n in self.files if n not in previous and self._final(n).exists()]
-        if clobbered:       # a sibling (map.png) that some other program wrote
+        # siblings are named after the stem, so lifted.csv and lifted.json share lifted.skeleton.png: a sibling
+        # another prediction of the same stem wrote may be replaced, one that some other program wrote not
+        ours = set(previous) | {n for m in self.target.parent.glob(f"{glob_escape(self.target.stem)}.*.meta.json")
+                                if (other := _prediction_meta(m)) for n in other.get("files", []) if n}
+        clobbered = [str(self._final(n)) for n in self.files if n not in ours and self._final(n).exists()]
+        if clobbered:
             raise UserError(f"{self.target}: would replace {', '.join(clobbered)}, which no earlier prediction "
                             "wrote; move it or choose another -o")
         meta.unlink(missing_ok=True)           # from here on the old set is visibly incomplete
