@@ -478,3 +478,16 @@ def test_nir_grid_columns_follow_the_models_order():
     assert grid_columns(desc[::-1], {"wavelengths": meta["wavelengths"][::-1]}) == desc[::-1]
     with pytest.raises(UserError, match="wavelength 4000 has more than one column"):
         grid_columns([*desc[:-1], "4000.0"] + ["4000"], {"wavelengths": [*meta["wavelengths"], 4000.0]})
+
+
+def test_nir_grid_error_recognises_other_units():
+    from core.errors import UserError
+    from domains.spectra.nir_task import grid_columns
+    meta = {"wavelengths": [float(w) for w in range(1100, 2500, 2)]}
+    with pytest.raises(UserError, match="look like micrometres"):
+        grid_columns([f"{w / 1000:g}" for w in range(1100, 2500, 2)], meta)
+    with pytest.raises(UserError, match="look like wavenumbers"):
+        grid_columns([f"{w:g}" for w in np.linspace(1e7 / 2498, 1e7 / 1100, 500)], meta)
+    with pytest.raises(UserError, match="wrong wavelength grid") as err:
+        grid_columns(["1", "2", "3"], meta)
+    assert "look like" not in str(err.value)

@@ -60,11 +60,28 @@ def grid_columns(columns: list[str], meta: Mapping[str, Any], path: Path | str =
         found = f"{got.min():g}..{got.max():g}" if len(got) else "none"
         raise UserError(f"{path}: wrong wavelength grid: {len(got)} wavelength columns ({found}) but the model "
                         f"expects {len(want)} ({first}, step {np.diff(want).mean():g}); resample your spectra to "
-                        f"the model's grid or train on your own data (nir.dataset=csv){separator_hint(columns)}")
+                        f"the model's grid or train on your own data (nir.dataset=csv){_unit_hint(got, want)}"
+                        f"{separator_hint(columns)}")
     ordered = [""] * len(want)
     for k in range(len(want)):      # the k-th smallest wavelength of the file goes where the model has its own
         ordered[need[k]] = waves[have[k]]
     return ordered
+
+
+def _unit_hint(got: np.ndarray, want: np.ndarray) -> str:
+    """The same spectra in other units: micrometres (1.1..2.5 for 1100..2500 nm) or wavenumbers in cm^-1
+    (1e7 / nm: 4000..9100 for 1100..2500 nm)."""
+    if not len(got) or not len(want):
+        return ""
+    lo, hi = float(want.min()), float(want.max())
+
+    def covers(values: np.ndarray) -> bool:
+        return bool(np.isclose(values.min(), lo, rtol=0.02) and np.isclose(values.max(), hi, rtol=0.02))
+    if covers(got * 1000):
+        return "; the columns look like micrometres: name them in nm (x 1000), as the model's are"
+    if got.min() > 0 and covers(1e7 / got):
+        return "; the columns look like wavenumbers (cm^-1): convert to nm (1e7 / cm^-1) and resample"
+    return ""
 
 
 def predict_rows(members, frame: pd.DataFrame) -> pd.DataFrame:
