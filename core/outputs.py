@@ -75,10 +75,8 @@ class OutputSet:
         self.inputs = [Path(p).resolve() for p in inputs]
         check_not_input(self.target, self.inputs)
         _check_parents(self.target)
-        if self.kind == "folder" and self.target.exists():
-            _check_replaceable_folder(self.target)
-        elif self.kind != "folder" and self.target.exists():
-            _check_replaceable_file(self.target)
+        if self.target.exists():
+            (_check_replaceable_folder if self.kind == "folder" else _check_replaceable_file)(self.target)
         self.files: list[str] = []
         self._table_writer: _TableWriter | None = None
         self.staging: Path | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -147,7 +148,7 @@ class TableReader(Reader):
             shown = ", ".join(map(str, columns[:20])) or "none"
             fix = f"; {self.fix}" if self.fix else ""
             raise UserError(f"{path}: missing column(s) {missing} (found: {shown}){fix}{separator_hint(columns)}")
-        twice = sorted({str(c) for c in columns if columns.count(c) > 1})
+        twice = sorted({str(c) for c, n in Counter(columns).items() if n > 1})
         if twice:
             raise UserError(f"{path}: column(s) {twice} appear more than once in the header; give every column "
                             "its own name")

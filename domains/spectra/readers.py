@@ -136,6 +136,11 @@ def resolve_timing(path: Path, gates: int, recorded: dict, gate_ps: float | None
     return {"gate_ps": gate, "period_ns": period, "period_from": source}
 
 
+def _thw_hint(first_axis: int) -> str:
+    return (f"; read with the first axis as time ({first_axis} gates) it would fit: for a T x H x W stack add "
+            "--set lifetime.stack_axes=THW")
+
+
 def check_window(path: Path, shape: tuple[int, ...], timing: Mapping[str, Any], meta: Mapping[str, Any],
                  axes_settable: bool = False) -> None:
     """The family model knows laser periods and windows (gates x width / period) of its family only: outside
@@ -157,8 +162,7 @@ def check_window(path: Path, shape: tuple[int, ...], timing: Mapping[str, Any], 
 
     hint = ""
     if axes_settable and len(shape) == 3 and shape[0] != gates and fits(shape[0]):
-        hint = (f"; read with the first axis as time ({shape[0]} gates) it would fit: for a T x H x W stack "
-                "add --set lifetime.stack_axes=THW")
+        hint = _thw_hint(shape[0])
     named = known or f"assumed = the window, {gates} gates x {gate_ps:.4g} ps"
     if not 0.9 * lo <= period <= 1.1 * hi:
         raise UserError(f"{path}: laser period {period:.4g} ns ({named}) is outside the {lo:g}-{hi:g} ns the model "
@@ -217,8 +221,7 @@ def check_gates(path: Path, n: int, gate_ps: float | None, meta: Mapping[str, An
                         f"over; train one whose lifetime.instruments.gate_ps covers it")
     if not (fam["gates"][0] // 2 <= n <= 2 * fam["gates"][1]):
         first = stack_shape[0] if stack_shape is not None and len(stack_shape) == 3 else None
-        hint = (f"; read with the first axis as time ({first} gates) it would fit: for a T x H x W stack add "
-                "--set lifetime.stack_axes=THW" if first and fam["gates"][0] <= first <= fam["gates"][1] else "")
+        hint = _thw_hint(first) if first and fam["gates"][0] <= first <= fam["gates"][1] else ""
         raise UserError(f"{path}: {n} time gates is far outside the {fam['gates'][0]}-{fam['gates'][1]} the model was "
                         "trained over; rebin the histograms or train a model whose lifetime.instruments.gates "
                         f"covers it{hint}")

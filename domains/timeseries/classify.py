@@ -36,6 +36,13 @@ class TsFile:
     has_labels: bool
 
 
+# a header that disagrees with its lines shows as odd dimension counts or numbers: these name the real cause
+LABELS_AFTER_FALSE = ("the header says '@classLabel false' but the line seems to end with ':<label>': write "
+                      "'@classLabel true <labels>' or remove the labels")
+NO_LABEL_AFTER_TRUE = ("the header says '@classLabel true' but the last field looks like a dimension, not a label: "
+                       "write '@classLabel false' for unlabelled series")
+
+
 def read_ts(path: Path, labels_optional: bool = False) -> TsFile:
     """A UEA/UCR `.ts` file. Dimensions are ':'-separated, values ','. A file whose header says
     `@classLabel false` has no label field (labels_optional: new data to classify). Values are parsed as
@@ -57,17 +64,12 @@ def read_ts(path: Path, labels_optional: bool = False) -> TsFile:
             try:
                 arrays = [np.array([float(v) if v != "?" else np.nan for v in d.split(",")]) for d in dims]
             except ValueError as exc:
-                hint = ("; the header says '@classLabel false' but the line seems to end with ':<label>': "
-                        "write '@classLabel true <labels>' or remove the labels"
-                        if not has_label and len(dims) > 1 and "," not in dims[-1] else "")
+                hint = f"; {LABELS_AFTER_FALSE}" if not has_label and len(dims) > 1 and "," not in dims[-1] else ""
                 raise UserError(f"{path}: line {n}: {exc}; values must be numbers or '?'{hint}") from None
             if not arrays or len({len(a) for a in arrays}) != 1:
-                hint = ("; the header says '@classLabel true' but the last field looks like a dimension, not a "
-                        "label: write '@classLabel false' for unlabelled series"
-                        if has_label and "," in label else
-                        "; the header says '@classLabel false' but the line seems to end with ':<label>': write "
-                        "'@classLabel true <labels>' or remove the labels"
-                        if not has_label and len(arrays) > 1 and len(arrays[-1]) == 1 else "")
+                hint = (f"; {NO_LABEL_AFTER_TRUE}" if has_label and "," in label else
+                        f"; {LABELS_AFTER_FALSE}" if not has_label and len(arrays) > 1 and len(arrays[-1]) == 1
+                        else "")
                 raise UserError(f"{path}: line {n}: dimensions have different lengths {[len(a) for a in arrays]}"
                                 f"{hint}")
             series.append(np.stack(arrays, 1))

@@ -38,12 +38,9 @@ class TsReader(Reader):
         dims, max_len = self.meta["dims"], int(self.meta["encoder"]["max_len"])
         for k, (s, line) in enumerate(zip(ts.series, ts.lines)):
             if s.shape[1] != dims:
-                label = ts.labels[k]
-                hint = (" (the header says '@classLabel true', so the last field was read as a label; it looks "
-                        "like a dimension: write '@classLabel false' for unlabelled series)"
-                        if ts.has_labels and s.shape[1] == dims - 1 and "," in label else
-                        " (the header says '@classLabel false', but the line seems to end with ':<label>': write "
-                        "'@classLabel true <labels>')" if not ts.has_labels and s.shape[1] == dims + 1 else "")
+                hint = (f" ({CL.NO_LABEL_AFTER_TRUE})" if ts.has_labels and s.shape[1] == dims - 1
+                        and "," in ts.labels[k] else
+                        f" ({CL.LABELS_AFTER_FALSE})" if not ts.has_labels and s.shape[1] == dims + 1 else "")
                 raise UserError(f"{path}: line {line} (series {k + 1}) has {s.shape[1]} dimensions; the model was "
                                 f"trained on {dims}{hint}")
             if len(s) > max_len:

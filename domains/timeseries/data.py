@@ -76,12 +76,20 @@ def _dst_night(stamp: pd.Timestamp, step: pd.Timedelta) -> bool:
     return pd.Timedelta(0) < step <= pd.Timedelta(hours=1) and stamp.month in (3, 4, 10, 11) and stamp.hour <= 3
 
 
+def _repeat_note(twice: pd.Timestamp, times) -> str:
+    """The daylight-saving note for a timestamp given twice, where the series' usual step makes it plausible."""
+    unique = pd.Series(pd.DatetimeIndex(times).unique().sort_values())
+    step = unique.diff().mode().iloc[0] if len(unique) > 2 else pd.Timedelta(0)
+    return f" ({DST_NOTE}: average the repeated hour's rows into one)" if _dst_night(twice, step) else ""
+
+
 def _ambiguous_day_month(text: pd.Series, month_first: pd.Series, path, col: str) -> None:
     """Slashed dates with every day <= 12 parse either way; pandas reads them month-first. Where that order
     jumps about and the day-first reading runs forward, the file is day-first: refuse rather than scramble it
     (the usual symptom would be a 'missing timestamps' error a month wide)."""
-    if not len(text) or not text.str.match(r"^\d{1,2}[/.]\d{1,2}[/.]\d{2,4}").all():
-        return
+    slashed = r"^\d{1,2}[/.]\d{1,2}[/.]\d{2,4}"
+    if not len(text) or not re.match(slashed, text.iloc[0]) or not text.str.match(slashed).all():
+        return   # the first cell decides for ISO files without a pass over every cell
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         day_first = pd.to_datetime(text, errors="coerce", dayfirst=True)
@@ -168,11 +176,8 @@ def long_to_wide(frame: pd.DataFrame, path, id_col: str, time_col: str, value_co
     if dup.any():
         i = int(np.argmax(dup.to_numpy()))
         twice = frame[time_col].iloc[i]
-        times = pd.DatetimeIndex(frame[time_col].drop_duplicates().sort_values())
-        step = pd.Series(times).diff().mode().iloc[0] if len(times) > 2 else pd.Timedelta(0)
-        dst = f" ({DST_NOTE}: average the repeated hour's rows into one)" if _dst_night(twice, step) else ""
         raise UserError(f"{path}: {row_name(path, i)}: series {frame[id_col].iloc[i]!r} has timestamp "
-                        f"{twice} twice; keep one row per series and time{dst}")
+                        f"{twice} twice; keep one row per series and time{_repeat_note(twice, frame[time_col])}")
     wide = frame.pivot(index=time_col, columns=id_col, values=value_col)
     wide.columns = [str(c) for c in wide.columns]
     if covariates:
@@ -204,9 +209,7 @@ def to_series(frame: pd.DataFrame, path, time_col: str, targets: list[str], cova
     time, numeric = pd.DatetimeIndex(time.to_numpy()[order]), {c: v[order] for c, v in numeric.items()}
     if time.has_duplicates:
         twice = time[time.duplicated()][0]
-        step = pd.Series(time).diff().mode().iloc[0] if len(time) > 2 else pd.Timedelta(0)
-        dst = f" ({DST_NOTE}: average the repeated hour's rows into one)" if _dst_night(twice, step) else ""
-        raise UserError(f"{path}: timestamp {twice} appears twice; one row per time step{dst}")
+        raise UserError(f"{path}: timestamp {twice} appears twice; one row per time step{_repeat_note(twice, time)}")
     freq = ROWS if freq == ROWS else check_regular(time, path, freq)
     values = np.stack([numeric[c] for c in targets], 1) if targets else np.zeros((len(time), 0))
     cov = np.stack([numeric[c] for c in covariates], 1) if covariates else np.zeros((len(time), 0))
