@@ -39,10 +39,12 @@ log = logging.getLogger(__name__)
 
 
 def prepare_prediction(domain: Domain, run_dir: Path, input_path: Path, output_path: Path | None = None,
-                       config: Config | None = None) -> tuple[Task, Reader, dict[str, Any]]:
-    """Every check `predict` makes before a model loads; `validate -i` runs exactly this."""
+                       config: Config | None = None, on_invalid: str = "mark") -> tuple[Task, Reader, dict[str, Any]]:
+    """Every check `predict` makes before a model loads; `validate -i` runs exactly this. The task's reader
+    may read `task.on_invalid` (what --on-invalid allows through: a masked pixel is an item to mark under
+    mark/skip, a refusal before any model loads under error)."""
     task = run_task(run_dir, domain)
-    task.prediction_config = config
+    task.prediction_config, task.on_invalid = config, on_invalid
     if config is not None:
         ignored = settings_a_model_fixes(config, run_info(run_dir), task.prediction_settings)
         if ignored:
@@ -117,8 +119,7 @@ def predict_file(domain: Domain, run_dir: Path, input_path: Path, output_path: P
         raise UserError(f"--on-invalid must be one of {', '.join(ON_INVALID)}, got {on_invalid!r}")
     if precision not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    task, reader, model_meta = prepare_prediction(domain, run_dir, input_path, output_path, config)
-    task.on_invalid = on_invalid
+    task, reader, model_meta = prepare_prediction(domain, run_dir, input_path, output_path, config, on_invalid)
     no_shape_cache()
     dev = pick_device(device)
     if dev.type == "cpu":
@@ -214,7 +215,7 @@ def _predictions(task: Task, members, reader: Reader, input_path: Path, size: in
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
                              initargs=(task.domain.name, task.name, str(run_dir), str(device), precision,
-                                       task.prediction_config, getattr(task, "on_invalid", "mark"))) as pool:
+                                       task.prediction_config, task.on_invalid)) as pool:
         pending = []
         try:
             for batch in batches:

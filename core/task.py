@@ -112,6 +112,9 @@ class Task:
     # before `reader` is called: settings a user may change at prediction time (a stack's gate width, a
     # photon threshold). The model's own settings are in the metadata that `reader` receives.
     prediction_config: Config | None = None
+    # the command's --on-invalid (mark, skip or error), also set before `reader` is called: a reader may let
+    # through under mark/skip what it refuses under error (a masked pixel becomes an item with a status)
+    on_invalid: str = "mark"
     # dotted keys (or whole sections) a predict command may set for its own run, e.g. ("predict",); any other
     # key it gives must match the trained model's, else predict warns that it cannot apply
     prediction_settings: ClassVar[tuple[str, ...]] = ()

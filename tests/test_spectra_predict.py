@@ -134,9 +134,53 @@ def test_bad_lifetime_inputs_are_refused_clearly(lifetime_model, tmp_path, capsy
             pd.DataFrame(rows, columns=[f"t{i}" for i in range(256)]).to_csv(src, index=False)
     _with_sidecar(src)
     out = tmp_path / ("out.csv" if src.suffix == ".csv" else "out.npy")
-    code, err = _predict(lifetime_model, src, out, capsys)
+    # a NaN pixel is a masked one: refused only under --on-invalid error (mark: test_masked_pixels_...)
+    code, err = _predict(lifetime_model, src, out, capsys, *(["--on-invalid", "error"] if case == "nan" else []))
     assert code == 2 and fragment in err and "Traceback" not in err, err
     assert not out.exists() and not list(tmp_path.glob("out*"))
+
+
+def test_masked_pixels_and_blank_rows_get_a_status_and_the_rest_is_predicted(lifetime_model, tmp_path, capsys,
+                                                                              caplog):
+    stack = _image(photons=(2000.0, 3000.0)).astype(np.float64)
+    np.save(clean := tmp_path / "clean.npy", stack)
+    stack[2, 1, 30] = np.nan          # one masked pixel (NaN in one gate) and one all-NaN pixel
+    stack[4, 3] = np.inf
+    np.save(src := tmp_path / "masked.npy", stack)
+    for path in (clean, src):
+        _with_sidecar(path)
+        code, err = _predict(lifetime_model, path, tmp_path / f"{path.stem}_map.npy", capsys,
+                             "--set", "lifetime.predict_bin=1", "--set", "lifetime.compare_pixels=0")
+        assert code == 0, err
+    assert "2 pixel(s) have a NaN or infinite count" in caplog.text
+    cube, status = np.load(tmp_path / "masked_map.npy"), np.load(tmp_path / "masked_map.status.npy")
+    from domains.spectra.status import STATUS_CODES
+    assert status[2, 1] == status[4, 3] == STATUS_CODES["missing_or_non_finite_count"] == 5
+    assert np.isnan(cube[2, 1]).all() and np.isnan(cube[4, 3]).all()
+    clean_cube = np.load(tmp_path / "clean_map.npy")
+    # pixels whose 3 x 3 bin misses no masked pixel are predicted as without the mask; the IRF (estimated from
+    # the usable pixels' sum) moves little, so the rest stay close
+    far = np.ones((6, 5), bool)
+    far[1:4, 0:3] = far[3:6, 2:5] = False
+    np.testing.assert_allclose(cube[far], clean_cube[far], rtol=0.05, atol=0.05)
+    masked = json.loads((tmp_path / "masked_map.npy.meta.json").read_text())["status"]
+    assert masked["missing_or_non_finite_count"] == 2 and sum(masked.values()) == 30
+    rows = tmp_path / "rows.csv"        # a table: a blank cell or a text count marks that row
+    table = pd.DataFrame(np.load(clean).reshape(-1, 256)[:4].astype(int), columns=[f"t{i}" for i in range(256)])
+    table = table.astype(object)
+    table.iloc[1, 10], table.iloc[3, 0] = "", "n/a"
+    table.to_csv(rows, index=False)
+    _with_sidecar(rows)
+    code, err = _predict(lifetime_model, rows, tmp_path / "rows_out.csv", capsys)
+    assert code == 0, err
+    got = pd.read_csv(tmp_path / "rows_out.csv")
+    assert list(got.status == "missing_or_non_finite_count") == [False, True, False, True]
+    assert got.loc[[1, 3], ["tau_m", "photons"]].isna().all().all() and got.loc[[0, 2], "photons"].gt(0).all()
+    code, err = _predict(lifetime_model, rows, tmp_path / "rows_err.csv", capsys, "--on-invalid", "error")
+    assert code == 2 and "NaN or infinite count at data row 2, gate 10" in err and "--on-invalid mark" in err
+    np.save(src, np.full((2, 2, 256), np.nan))
+    code, err = _predict(lifetime_model, src, tmp_path / "none.npy", capsys)
+    assert code == 2 and "every pixel has a NaN or infinite count" in err
 
 
 def test_fixed_setting_models_check_gate_width_and_output_kind(fixed_model, lifetime_model, tmp_path, capsys):

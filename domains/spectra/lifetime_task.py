@@ -49,8 +49,9 @@ class LifetimeReader(Reader):
 
     formats = (".csv", *readers.IMAGE_FORMATS)
 
-    def __init__(self, meta: Mapping[str, Any], cfg):
+    def __init__(self, meta: Mapping[str, Any], cfg, on_invalid: str = "mark"):
         self.meta, self.cfg = meta, cfg
+        self.missing_ok = on_invalid != "error"     # NaN counts: masked pixels with a status, or refused
         self.opts = options(meta, cfg)
         self._loaded: dict[str, ImageInput | TableInput] = {}
 
@@ -84,7 +85,11 @@ class LifetimeReader(Reader):
         timing = self._timing(path, gates, recorded)
         readers.check_gates(path, gates, timing["gate_ps"], self.meta, stack.shape if settable else None)
         readers.check_window(path, stack.shape, timing, self.meta, settable)
-        irf = readers.irf_from_decay(readers.check_stack(path, stack), path)
+        decay, missing = readers.check_stack(path, stack, self.missing_ok)
+        if missing:
+            log.warning("%s: %d pixel(s) have a NaN or infinite count; they get the status %s and no estimate",
+                        path, missing, readers.MISSING)
+        irf = readers.irf_from_decay(decay, path)
         setting = setting_for(self.meta, gates, timing)
         peak = readers.irf_peak(irf)
         shift = readers.target_peak(self.meta, peak, setting.gate_ns) - peak
@@ -101,16 +106,21 @@ class LifetimeReader(Reader):
         timing = self._timing(path, counts.shape[1], {})
         readers.check_gates(path, counts.shape[1], timing["gate_ps"], self.meta)
         readers.check_window(path, counts.shape, timing, self.meta)
-        readers.check_values(path, counts)
+        readers.check_values(path, counts, missing_ok=self.missing_ok)
+        missing = readers.missing_pixels(counts)
+        if missing.all():
+            raise UserError(f"{path}: no row has a count in every gate column t0..t{counts.shape[1] - 1}; nothing "
+                            "to predict")
+        counts = np.where(missing[:, None], 0.0, counts)
         estimated = irf is None
         if estimated:
-            irf = np.broadcast_to(readers.estimate_irf(counts, path), counts.shape).copy()
+            irf = np.broadcast_to(readers.estimate_irf(counts[~missing], path), counts.shape).copy()
         elif not np.isfinite(irf).all() or (irf < 0).any() or (irf.sum(1) <= 0).any():
             raise UserError(f"{path}: IRF columns must be finite, >= 0 and not all zero in every row")
         setting = setting_for(self.meta, counts.shape[1], timing)
         counts, irf, shift = readers.align(counts, irf, readers.target_peak(self.meta, readers.irf_peak(irf),
                                                                             setting.gate_ns))
-        return TableInput(path, table, counts, irf, estimated, timing, setting, shift, self.opts)
+        return TableInput(path, table, counts, irf, estimated, timing, setting, shift, self.opts, missing)
 
     def count(self, path: Path) -> int | None:
         data = self.load(path)
@@ -166,7 +176,7 @@ class LifetimeTask(Task):
         return (".npy", ".csv")   # a map from an image, a table from a table
 
     def reader(self, metadata: Mapping[str, Any]) -> LifetimeReader:
-        return LifetimeReader(metadata, self.prediction_config)
+        return LifetimeReader(metadata, self.prediction_config, self.on_invalid)
 
     def predict(self, members, batch: Batch, out) -> Prediction:
         if isinstance(batch.data, TableInput):
@@ -180,7 +190,7 @@ class LifetimeTask(Task):
                             "-o something.npy")
         if self._writer is None:
             self._writer = MapWriter(out, batch.data.image)
-        return Prediction(status=self._writer.write(members, batch.data, getattr(self, "on_invalid", "mark")))
+        return Prediction(status=self._writer.write(members, batch.data, self.on_invalid))
 
     def finish(self, members, out) -> dict[str, Any]:
         """The details of the run for `.meta.json` (timing used, IRF estimate, thresholds, MLE comparison)."""

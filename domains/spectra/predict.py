@@ -55,13 +55,19 @@ class ImageInput:
     shift: int
     opts: dict
 
-    def tile(self, r0: int, r1: int) -> np.ndarray:
-        """Rows r0..r1 as [pixels, T] float64: binned over the neighbourhood, shifted like the IRF."""
+    def tile(self, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows r0..r1 as [pixels, T] float64, binned over the neighbourhood and shifted like the IRF, and the
+        mask [pixels] of those whose own histogram has a NaN or infinite count (masked pixels: they add
+        nothing to their neighbours' bins)."""
         h, _, g = self.stack.shape
         radius = int(self.opts["predict_bin"])
         lo, hi = max(0, r0 - radius), min(h, r1 + radius)
-        block = readers.bin_image(np.asarray(self.stack[lo:hi], dtype=np.float64), radius)[r0 - lo:r1 - lo]
-        return readers.shift_gates(block.reshape(-1, g), self.shift)
+        block = np.asarray(self.stack[lo:hi], dtype=np.float64)
+        missing = readers.missing_pixels(block)
+        if missing.any():
+            block = np.where(missing[..., None], 0.0, block)
+        binned = readers.bin_image(block, radius)[r0 - lo:r1 - lo]
+        return readers.shift_gates(binned.reshape(-1, g), self.shift), missing[r0 - lo:r1 - lo].ravel()
 
 
 @dataclass
@@ -84,12 +90,17 @@ class TableInput:
     setting: FlimSetting
     shift: int
     opts: dict
+    missing: np.ndarray       # [n] rows with a NaN, infinite or blank count (their counts are zero above)
 
 
-def statuses(members, counts: np.ndarray, irf: np.ndarray, setting: FlimSetting, min_photons: float) -> np.ndarray:
-    """too_few_photons, then the out-of-range test (status.py) on the rest; irf [G] (one for all) or [n, G]."""
+def statuses(members, counts: np.ndarray, irf: np.ndarray, setting: FlimSetting, min_photons: float,
+             missing: np.ndarray | None = None) -> np.ndarray:
+    """missing_or_non_finite_count (`missing` [n]), too_few_photons, then the out-of-range test (status.py) on
+    the rest; irf [G] (one for all) or [n, G]."""
     photons = counts.sum(1)
     out = np.where(photons >= max(min_photons, 1.0), "ok", "too_few_photons").astype(object)
+    if missing is not None:
+        out[missing] = readers.MISSING
     cal = members[0].metadata.get("calibration") or {}
     threshold = cal.get("out_of_range_z")
     ok = np.flatnonzero(out == "ok")
@@ -121,12 +132,12 @@ def estimates(members, counts: np.ndarray, irf: np.ndarray, ok: np.ndarray, sett
 
 def predict_table(members, data: TableInput) -> pd.DataFrame:
     status = statuses(members, data.counts, data.irf[0] if data.estimated else data.irf, data.setting,
-                      data.opts["min_photons"])
+                      data.opts["min_photons"], data.missing)
     est = estimates(members, data.counts, data.irf, status == "ok", data.setting)
     out = data.table.copy()
     for t in LIFETIME_TARGETS:
         out[t] = est[t]
-    out["photons"], out["status"] = data.counts.sum(1), status
+    out["photons"], out["status"] = np.where(data.missing, np.nan, data.counts.sum(1)), status
     return out
 
 
@@ -149,8 +160,8 @@ class MapWriter:
 
     def write(self, members, tile: ImageTile, on_invalid: str) -> list[str]:
         img, w = self.image, self.image.stack.shape[1]
-        flat = img.tile(tile.r0, tile.r1)
-        status = statuses(members, flat, img.irf, img.setting, img.opts["min_photons"])
+        flat, missing = img.tile(tile.r0, tile.r1)
+        status = statuses(members, flat, img.irf, img.setting, img.opts["min_photons"], missing)
         ok = status == "ok"
         if on_invalid == "error" and not ok.all():
             i = int(np.argmax(~ok)) + tile.r0 * w

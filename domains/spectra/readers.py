@@ -82,6 +82,7 @@ def read_stack(path: Path) -> tuple[np.ndarray, dict]:
     return data, timing
 
 
+MISSING = "missing_or_non_finite_count"   # status of a pixel or row with a NaN, infinite or blank count
 CHECK_PIXELS = 16_384   # pixels per tile when checking or summing a stack (bounded memory, any image size)
 
 
@@ -92,15 +93,27 @@ def row_tiles(h: int, w: int, pixels: int):
         yield r0, min(h, r0 + rows)
 
 
-def check_stack(path: Path, data: np.ndarray) -> np.ndarray:
-    """Values checked tile by tile (see `check_values`); returns the decay summed over all pixels [T]."""
+def check_stack(path: Path, data: np.ndarray, missing_ok: bool = False) -> tuple[np.ndarray, int]:
+    """Values checked tile by tile (see `check_values`); returns the decay summed over the usable pixels [T]
+    and the number of pixels with a NaN or infinite count (`missing_ok`: masked pixels, else refused)."""
     h, w, g = data.shape
-    decay = np.zeros(g)
+    decay, missing = np.zeros(g), 0
     for r0, r1 in row_tiles(h, w, CHECK_PIXELS):
-        tile = np.asarray(data[r0:r1])
-        check_values(path, tile, first_row=r0)
-        decay += tile.reshape(-1, g).sum(0, dtype=np.float64)
-    return decay
+        tile = np.asarray(data[r0:r1]).reshape(-1, g)
+        check_values(path, tile.reshape(r1 - r0, w, g), first_row=r0, missing_ok=missing_ok)
+        bad = missing_pixels(tile)
+        missing += int(bad.sum())
+        decay += tile[~bad].sum(0, dtype=np.float64)
+    if missing == h * w:
+        raise UserError(f"{path}: every pixel has a NaN or infinite count; nothing to predict")
+    return decay, missing
+
+
+def missing_pixels(counts: np.ndarray) -> np.ndarray:
+    """[...] mask of histograms [..., T] with a NaN or infinite count (masked pixels, blank table cells)."""
+    if counts.dtype.kind != "f":
+        return np.zeros(counts.shape[:-1], bool)
+    return ~np.isfinite(counts).all(-1)
 
 
 def resolve_timing(path: Path, gates: int, recorded: dict, gate_ps: float | None, period_ns: float | None) -> dict:
@@ -227,17 +240,21 @@ def check_gates(path: Path, n: int, gate_ps: float | None, meta: Mapping[str, An
                         f"covers it{hint}")
 
 
-def check_values(path: Path, counts: np.ndarray, first_row: int = 0) -> None:
-    """NaN, negative and fractional counts are refused with the first offending pixel (or row) named: they
-    are not photon counts. `first_row`: where `counts` starts in the image (a tile) or the table."""
+def check_values(path: Path, counts: np.ndarray, first_row: int = 0, missing_ok: bool = False) -> None:
+    """Negative and fractional counts are refused with the first offending pixel (or row) named: they are not
+    photon counts (a processed image: every pixel is suspect). NaN or infinite counts too, unless `missing_ok`
+    (--on-invalid mark/skip): those pixels or rows are masked ones, predicted with a status instead.
+    `first_row`: where `counts` starts in the image (a tile) or the table."""
     if counts.dtype.kind not in "iuf":
         raise UserError(f"{path}: photon counts must be integers (got {counts.dtype} values)")
     if counts.dtype.kind == "f":
         bad = ~np.isfinite(counts)
-        if bad.any():
+        if bad.any() and not missing_ok:
             where = _index(bad, first_row)
             raise UserError(f"{path}: NaN or infinite count at {_where(where, counts.ndim)}; photon counts must be "
-                            "finite")
+                            "finite (masked pixels or blank cells? --on-invalid mark predicts the others and gives "
+                            f"these the status {MISSING})")
+        counts = np.where(bad, 0.0, counts)
     neg = counts < 0
     if neg.any():
         where = _index(neg, first_row)

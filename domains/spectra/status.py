@@ -20,6 +20,9 @@ flagged pixel gets no estimate (NaN) and a status naming why:
 * ``mono_exponential``        the phasor sits on the single-exponential curve, inside the range, but the model
                               was trained on bi-exponential decays only (fixed presets)
 * ``outside_training_prior``  anything else outside the hull (e.g. a background the model never saw)
+
+Before any of these: ``too_few_photons`` (under `lifetime.min_photons`) and ``missing_or_non_finite_count`` (a
+NaN, infinite or blank count: a masked pixel, predicted under --on-invalid mark/skip only).
 """
 from __future__ import annotations
 
@@ -27,12 +30,13 @@ import numpy as np
 from scipy.spatial import ConvexHull
 
 from domains.spectra.flim import FlimSetting, components
+from domains.spectra.readers import MISSING, estimate_irf
 
 N_ARC = 96
 WIDE = (0.01, 100.0)         # ns: the single-exponential curve searched for the status reason
 MONO_Z = 2.0                 # a phasor this close (in its noise sd) to the single-exponential curve is "mono"
 STATUS_CODES = {"ok": 0, "too_few_photons": 1, "lifetime_out_of_range": 2, "mono_exponential": 3,
-                "outside_training_prior": 4}
+                "outside_training_prior": 4, MISSING: 5}
 
 
 def _basis(setting: FlimSetting) -> np.ndarray:
@@ -126,7 +130,6 @@ def reasons(counts: np.ndarray, irf: np.ndarray, setting: FlimSetting, flagged: 
 def calibration_blocks(prior: FlimSetting, family, n: int, seed: int, block: int = 64):
     """Image-like simulated blocks: (setting, counts, IRF estimated from the block's summed counts)."""
     from domains.spectra.flim import simulate
-    from domains.spectra.readers import estimate_irf
     rng = np.random.default_rng([seed, 99])
     for b in range(max(1, n // block)):
         s = prior if family is None else prior.with_(**family.draw(rng))
