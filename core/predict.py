@@ -174,6 +174,8 @@ def _collect(pred: Prediction, batch: Batch, out: OutputSet, on_invalid: str, in
         values = ", ".join(f"{c}={_plain(table[c].iloc[i])}" for c in shown if c in table)
         where += f" ({values})" if values else ""
         status = table["status"].iloc[i] if "status" in table else "not predicted"
+        detail = str(table["message"].iloc[i]) if "message" in table else ""   # the task's explanation, if any
+        status += f" ({detail})" if detail and detail != "nan" else ""
         raise UserError(f"{input_path}: {where}: {status}; fix or remove it, or use --on-invalid mark|skip")
     if "status" in table:   # every row's status, skipped ones included: the summary says why rows are missing
         stats["status"].update(table["status"].astype(str))

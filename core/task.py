@@ -81,12 +81,14 @@ class Prediction:
 class BadInput:
     """One case of the bad-input suite: `path` must give exit code 2 with `message` in the error (nothing
     written), or, with `status`, succeed and mark the affected items with that status (never a confident
-    number for input the model cannot judge)."""
+    number for input the model cannot judge). `on_invalid`: the --on-invalid the case runs under (what a
+    task marks under mark, it may refuse under error)."""
 
     name: str
     path: Path
     message: str = ""
     status: str | None = None
+    on_invalid: str = "mark"
 
 
 class Task:

@@ -57,8 +57,8 @@ def trained(tmp_path_factory):
     return get
 
 
-def _predict(run_cli, domain, run, source, out):
-    return run_cli("-q", "predict", "-d", domain, "-i", source, "-o", out, "--model", run)
+def _predict(run_cli, domain, run, source, out, on_invalid="mark"):
+    return run_cli("-q", "predict", "-d", domain, "-i", source, "-o", out, "--model", run, "--on-invalid", on_invalid)
 
 
 def _nothing_left(folder: Path, out: Path) -> None:
@@ -139,7 +139,7 @@ def test_task_bad_inputs(domain, task, trained, run_cli, tmp_path):
     for case in cases:
         out = tmp_path / f"out_{case.name}" / t.default_output
         out.parent.mkdir()
-        code, _, err = _predict(run_cli, domain, run, case.path, out)
+        code, _, err = _predict(run_cli, domain, run, case.path, out, case.on_invalid)
         assert "Traceback" not in err, f"{case.name}\n{err}"
         if case.status is None:
             assert code == 2 and case.message in err, f"{case.name}: exit {code}\n{err}"

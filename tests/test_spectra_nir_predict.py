@@ -118,6 +118,7 @@ def test_nir_spectra_outside_the_calibration_range_get_a_status(nir_model, tmp_p
     assert _predict(model, src, tmp_path / "r.csv", capsys)[0] == 0
     out = pd.read_csv(tmp_path / "r.csv")
     assert (out.status == "outside_calibration_range").all() and out.y.isna().all()
+    assert out.message.str.contains(r"(?:T\^2|Q) \S+ over its limit", regex=True).all()
     (spectra * 100).to_csv(src := tmp_path / "scaled.csv", index=False)
     assert _predict(model, src, tmp_path / "s.csv", capsys)[0] == 0
     assert _predict(model, new, tmp_path / "p.csv", capsys)[0] == 0
@@ -126,6 +127,24 @@ def test_nir_spectra_outside_the_calibration_range_get_a_status(nir_model, tmp_p
         np.testing.assert_allclose(scaled.y, plain.y, rtol=1e-4, atol=1e-4)
     else:
         assert (scaled.status == "outside_calibration_range").all() and scaled.y.isna().all()
+
+
+def test_nir_rows_with_bad_cells_name_the_wavelength_column(nir_model, tmp_path, capsys):
+    model, new = nir_model / "model", nir_model / "prep" / "new_spectra.csv"
+    spectra = pd.read_csv(new, dtype=str).iloc[:4]
+    waves = [c for c in spectra.columns if c.replace(".", "").isdigit()]
+    spectra.loc[1, waves[10]] = "high"
+    spectra.loc[2, waves[3]], spectra.loc[2, waves[7]] = "", ""
+    spectra.loc[3, waves[0]] = "inf"
+    spectra.to_csv(src := tmp_path / "cells.csv", index=False)
+    assert _predict(model, src, tmp_path / "c.csv", capsys)[0] == 0
+    out = pd.read_csv(tmp_path / "c.csv", keep_default_na=False)
+    assert list(out.status[1:]) == ["missing_or_non_numeric_value"] * 2 + ["non_finite_value"]
+    assert list(out.message[1:]) == [f"column {waves[10]} holds 'high', not a number",
+                                     f"column {waves[3]} is blank (1 more such cells in this row)",
+                                     f"column {waves[0]} holds inf"]
+    code, err = _predict(model, src, tmp_path / "e.csv", capsys, "--on-invalid", "error")
+    assert code == 2 and "row 2" in err and f"column {waves[10]} holds 'high'" in err, err
 
 
 def test_validate_names_the_models_task(nir_model, capsys):

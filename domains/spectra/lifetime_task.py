@@ -211,6 +211,8 @@ class LifetimeTask(Task):
         _sidecar(good)
         return good, bad, "this file records no gate width"
 
+    MASKED_CASES = ("nan_count", "inf_count")
+
     def bad_inputs(self, folder: Path) -> list[BadInput]:
         folder = Path(folder)
         stack = _stack().astype(np.float64)
@@ -239,7 +241,8 @@ class LifetimeTask(Task):
             else:
                 np.save(path := folder / f"{name}.npy", data)
             _sidecar(path, sidecar)
-            out.append(BadInput(name, path, message))
+            # a NaN/infinite count is a masked pixel under mark (a status in the map); refused under error
+            out.append(BadInput(name, path, message, on_invalid="error" if name in self.MASKED_CASES else "mark"))
         return out
 
     def report_figures(self, predictions: pd.DataFrame, metrics: list[dict], out_dir: Path) -> list[Path]:

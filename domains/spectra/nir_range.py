@@ -49,11 +49,19 @@ def limits(x_pre: np.ndarray, y: np.ndarray, components: int, rate: float, seed:
             "rate": rate, "spectra": n}
 
 
-def flagged(x_pre: np.ndarray, base: Mapping[str, Any], calibration: Mapping[str, Any] | None) -> np.ndarray:
-    """Spectra (preprocessed as the baseline's `base["preprocess"]`) outside the calibration range; all False
-    for a model trained before these limits existed."""
+def flagged(x_pre: np.ndarray, base: Mapping[str, Any], calibration: Mapping[str, Any] | None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Spectra (preprocessed as the baseline's `base["preprocess"]`) outside the calibration range, and for
+    each a message with the statistic(s) over their limits ("" where within); nothing is flagged for a model
+    trained before these limits existed."""
     lim = (calibration or {}).get("range")
     if not lim or "x_loadings" not in base or not len(x_pre):
-        return np.zeros(len(x_pre), dtype=bool)
+        return np.zeros(len(x_pre), dtype=bool), np.full(len(x_pre), "", dtype=object)
     t2, q = spectrum_stats(x_pre, base)
-    return (t2 > lim["t2_limit"]) | (q > lim["q_limit"])
+    over_t2, over_q = t2 > lim["t2_limit"], q > lim["q_limit"]
+    messages = np.full(len(x_pre), "", dtype=object)
+    for i in np.flatnonzero(over_t2 | over_q):
+        parts = [f"Hotelling T^2 {t2[i]:.3g} over its limit {lim['t2_limit']:.3g}"] if over_t2[i] else []
+        parts += [f"residual Q {q[i]:.3g} over its limit {lim['q_limit']:.3g}"] if over_q[i] else []
+        messages[i] = " and ".join(parts) + " (limits from the calibration spectra)"
+    return over_t2 | over_q, messages

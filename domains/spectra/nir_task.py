@@ -29,7 +29,7 @@ class NirReader(TableReader):
 
     def __init__(self, meta: Mapping[str, Any]):
         target = meta["target"]
-        super().__init__(forbidden=[target, f"{target}_unc", "status"])
+        super().__init__(forbidden=[target, f"{target}_unc", "status", "message"])
         self.meta = meta
 
     def check(self, path: Path) -> None:
@@ -86,23 +86,41 @@ def _unit_hint(got: np.ndarray, want: np.ndarray) -> str:
 
 def predict_rows(members, frame: pd.DataFrame) -> pd.DataFrame:
     """Rows with a missing, non-numeric or infinite value, or a spectrum outside the calibration range
-    (`nir_range`), get a status and no prediction."""
+    (`nir_range`), get a status, a message naming the column or the statistic, and no prediction."""
     meta = members[0].metadata["task"]
-    x = frame[grid_columns(list(frame.columns), meta)].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    columns = grid_columns(list(frame.columns), meta)
+    x = frame[columns].apply(pd.to_numeric, errors="coerce").to_numpy(float)
     status = np.where(np.isnan(x).any(1), "missing_or_non_numeric_value",
                       np.where(np.isinf(x).any(1), "non_finite_value", "ok")).astype(object)
+    message = value_messages(frame, columns, x)
     finite, base = status == "ok", meta["base"]
     if finite.any():
         x_pre = nir.preprocess(x[finite], base["preprocess"], base["sg_window"], base["sg_poly"])
-        status[np.flatnonzero(finite)[nir_range.flagged(x_pre, base, members[0].metadata.get("calibration"))]] = \
-            nir_range.STATUS
+        outside, why = nir_range.flagged(x_pre, base, members[0].metadata.get("calibration"))
+        rows = np.flatnonzero(finite)[outside]
+        status[rows], message[rows] = nir_range.STATUS, why[outside]
     ok = status == "ok"
     target = meta["target"]
     pred, unc = np.full(len(x), np.nan), np.full(len(x), np.nan)
     if ok.any():
         pred[ok], unc[ok] = nir.predict_spectra(members, x[ok])
     out = frame.copy()
-    out[target], out[f"{target}_unc"], out["status"] = pred, unc, status
+    out[target], out[f"{target}_unc"], out["status"], out["message"] = pred, unc, status, message
+    return out
+
+
+def value_messages(frame: pd.DataFrame, columns: list[str], x: np.ndarray) -> np.ndarray:
+    """Per row: the first wavelength column without a finite number and what it holds ("" for good rows),
+    so a user can find the cell among hundreds of columns."""
+    out = np.full(len(x), "", dtype=object)
+    bad = ~np.isfinite(x)
+    for i in np.flatnonzero(bad.any(1)):
+        j = int(np.argmax(bad[i]))
+        raw = frame[columns[j]].iloc[i]
+        text = "" if raw is None or (isinstance(raw, float) and np.isnan(raw)) else str(raw).strip()
+        what = "is blank" if not text else (f"holds {text!r}, not a number" if np.isnan(x[i, j]) else f"holds {text}")
+        more = int(bad[i].sum()) - 1
+        out[i] = f"column {columns[j]} {what}" + (f" ({more} more such cells in this row)" if more else "")
     return out
 
 
