@@ -112,6 +112,7 @@ class TableReader(Reader):
                  whole: bool = False, fix: str = "", text: Sequence[str] = ()):
         self.required, self.numeric, self.forbidden = list(required), list(numeric), list(forbidden)
         self.whole, self.fix, self.text = whole, fix, list(text)
+        self._rows: tuple[str | None, int] = (None, 0)     # (path, data rows) counted by the last check
 
     # -- reading ------------------------------------------------------------------------------------------
     def header(self, path: Path) -> list[str]:
@@ -172,8 +173,13 @@ class TableReader(Reader):
             rows += len(chunk)
         if rows == 0:
             raise UserError(f"{path}: no data rows (only a header); nothing to predict")
+        self._rows = (str(path), rows)
 
     def count(self, path: Path) -> int | None:
+        """Data rows: check's exact count when it ran (blank lines and quoted line breaks do not count), else
+        line breaks (a quick estimate for the progress bar)."""
+        if self._rows[0] == str(path):
+            return self._rows[1]
         if input_suffix(path) == ".parquet":
             return pq.ParquetFile(path).metadata.num_rows
         with open(path, "rb") as f:

@@ -79,3 +79,15 @@ def test_tables_with_a_repeated_column_or_numbers_for_text_are_refused(tmp_path)
         reader.check(numbers)
     pd.DataFrame({"smiles": ["CCO"]}).to_parquet(ok := tmp_path / "ok.parquet")
     reader.check(ok)
+
+
+def test_table_row_count_for_progress_is_exact_after_the_check(tmp_path):
+    """Blank lines at the end and a quoted line break are not rows; a last row without a line break is."""
+    from core.readers import TableReader
+    reader = TableReader(required=["smiles"])
+    (path := tmp_path / "rows.csv").write_text('smiles,name\nCCO,"eth\nanol"\nCCN,x\n\n\n')
+    reader.check(path)
+    assert reader.count(path) == 2
+    (other := tmp_path / "other.csv").write_text("smiles\nC\nCC")     # no final line break
+    reader.check(other)
+    assert reader.count(other) == 2
