@@ -18,7 +18,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -218,6 +218,19 @@ def finite_numbers(frame: pd.DataFrame, columns: Sequence[str], path: Path, firs
                             f"of {col!r} must be a finite number{'' if allow_missing else ' (no gaps)'}")
         values[:, j] = num
     return values
+
+
+def pass_through(fields: dict[str, str], taken: Callable[[str], bool]) -> dict[str, str]:
+    """A manifest row's other columns for the output table, so a user's own ids, times or labels come back with
+    the predictions; a name the output uses itself (`taken`) gets an `input_` prefix, repeated while it is
+    still taken (`status` and `input_status` are both kept: input_status and input_input_status)."""
+    out: dict[str, str] = {}
+    for k, v in fields.items():
+        name = k
+        while taken(name) or name in out or (name != k and name in fields):
+            name = f"input_{name}"
+        out[name] = v
+    return out
 
 
 def separator_hint(columns: Sequence) -> str:

@@ -158,10 +158,14 @@ def test_manifest_gives_a_status_per_frame(tmp_path):
     Image.new("RGB", (20, 20)).save(tmp_path / "small.png")
     rows.append({"id": "wrongsize", "cloud": "good.ply", "camera": "cam.json", "image": "small.png"})
     _camera(tmp_path / "cam.json")
-    pd.DataFrame(rows).to_csv(tmp_path / "frames.csv", index=False)
+    table = pd.DataFrame(rows)
+    table["time_s"], table["status"] = [f"{0.1 * i:.1f}" for i in range(len(rows))], "raw"   # the user's own columns
+    table.to_csv(tmp_path / "frames.csv", index=False)
     _predict(tmp_path / "frames.csv", tmp_path / "out")
-    status = pd.read_csv(tmp_path / "out" / "predictions.csv", dtype=str, keep_default_na=False)
-    status = status.set_index("id")["status"].to_dict()
+    got = pd.read_csv(tmp_path / "out" / "predictions.csv", dtype=str, keep_default_na=False)
+    assert list(got.columns[:4]) == ["id", "time_s", "input_status", "status"]       # passed through, after the id
+    assert list(got.time_s) == list(table.time_s) and set(got.input_status) == {"raw"}
+    status = got.set_index("id")["status"].to_dict()
     assert status == {"good": "ok", "behind": "behind_camera", "outside": "outside_image", "few": "too_few_points",
                       "nan": "no_finite_points", "missing": "missing_file", "wrongsize": "bad_image"}
     assert (tmp_path / "out" / "good.depth.npy").exists() and not (tmp_path / "out" / "few.depth.npy").exists()

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from core.readers import FileItem
+from core.readers import FileItem, pass_through
 from domains.audio import newdata as ND
 from domains.audio import streaming as ST
 from domains.audio.atten_limit import enhancer
@@ -139,13 +139,7 @@ def inspect(item: FileItem, item_id: str) -> tuple[dict, dict, dict]:
 
 def _passed_through(fields: dict[str, str]) -> dict[str, str]:
     """A manifest's other columns; one named like an output column (or p_<class>) gets an `input_` prefix."""
-    out: dict[str, str] = {}
-    for k, v in fields.items():
-        name = k
-        while name in OUTPUT_COLUMNS or name.startswith("p_") or name in out or (name != k and name in fields):
-            name = f"input_{name}"         # `status` and `input_status` both kept: input_input_status
-        out[name] = v
-    return out
+    return pass_through(fields, lambda name: name in OUTPUT_COLUMNS or name.startswith("p_"))
 
 
 def enhance_items(members, items: list[tuple[FileItem, str]], out, used: set[str]) -> pd.DataFrame:

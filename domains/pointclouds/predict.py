@@ -22,6 +22,7 @@ import open3d as o3d
 from PIL import Image
 
 from core.errors import UserError
+from core.readers import pass_through
 from domains.pointclouds import baselines, geometry, readers
 from domains.pointclouds.features import GRAY, featurize
 
@@ -209,4 +210,6 @@ def predict_specs(models: Sequence, meta: Mapping[str, Any], specs: Sequence[rea
         rows[k] = {"id": frame.spec.id, "status": "ok", "message": note, "points": frame.points,
                    "points_in_view": frame.in_view, "nonfinite_dropped": frame.dropped,
                    **{col: name for col, (name, _) in made.items()}}
-    return [{c: r.get(c, "") for c in COLUMNS} for r in rows], files
+    # a manifest's other columns come back after the id (an output's own name gets an input_ prefix)
+    return [{"id": r["id"], **pass_through(spec.fields, COLUMNS.__contains__),
+             **{c: r.get(c, "") for c in COLUMNS[1:]}} for r, spec in zip(rows, specs)], files

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jsonschema
@@ -59,6 +59,7 @@ class FrameSpec:
     cloud: Path
     camera: Path | None
     image: Path | None
+    fields: dict[str, str] = field(default_factory=dict)   # a manifest row's other columns (passed through)
 
 
 def read_camera(path: Path) -> Camera:
@@ -237,6 +238,9 @@ def _manifest(path: Path) -> list[FrameSpec]:
         raise UserError(f"{path}: id(s) {odd[:5]} cannot name output files; use ids without slashes or a leading dot")
     root = path.parent
     resolve = lambda v: (root / v) if v else None   # noqa: E731
+    own = {*MANIFEST_COLUMNS, "image", "id"}
+    others = [c for c in table.columns if c not in own]
     return [FrameSpec(str(ident), resolve(row["cloud"]), resolve(row["camera"]),
-                      resolve(row.get("image", "")) if "image" in table.columns else None)
+                      resolve(row.get("image", "")) if "image" in table.columns else None,
+                      {c: row[c] for c in others})
             for ident, (_, row) in zip(ids, table.iterrows())]
