@@ -21,9 +21,11 @@ from core.task import Task
 log = logging.getLogger("sciformer")
 
 
-def _domain_and_config(args: argparse.Namespace):
+def _domain_and_config(args: argparse.Namespace, prepared: Path | None = None):
+    """The domain and the command's config; with `prepared` (train, evaluate) the prepared folder's settings
+    sit under the command's own (core/prepared.py)."""
     dom = registry.get_domain(args.domain)
-    return dom, dom.config(args.config, args.set)
+    return dom, dom.config(args.config, args.set, prepared=prepared)
 
 
 def _progress(args, cfg) -> bool:
@@ -128,7 +130,7 @@ def train_member(domain: str, config: str | None, overrides: list[str], prepared
     or "lines" (plain lines even on a terminal: a worker of `train -j`)."""
     from core.train import fit, seed_everything
     dom = registry.get_domain(domain)
-    cfg = dom.config(config, overrides)
+    cfg = dom.config(config, overrides, prepared=prepared)
     task = dom.task_of(cfg)
     # train.* <- <task>.train.* <- <stage>.train.*, e.g. classify.train.epochs, pretrain.train.max_steps
     train_cfg = {**task.train_settings(cfg, stage), "progress": progress}
@@ -142,7 +144,7 @@ def train_member(domain: str, config: str | None, overrides: list[str], prepared
 
 def cmd_train(args) -> int:
     from core.runs import CALIBRATION_FILE, RUN_FILE, run_files
-    dom, cfg = _domain_and_config(args)
+    dom, cfg = _domain_and_config(args, prepared=args.input)
     task = dom.task_of(cfg)
     stage = args.stage or task.stages[-1]
     if stage not in task.stages:
@@ -211,7 +213,7 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from core.runs import load_members, run_info
     from core.train import pick_device
-    dom, cfg = _domain_and_config(args)
+    dom, cfg = _domain_and_config(args, prepared=args.input)
     task = dom.task_of(cfg)
     trained = run_info(args.model).get("task")
     if trained and trained != task.name:
@@ -292,7 +294,9 @@ def cmd_report(args) -> int:
         raise UserError(f"{pred_path}: the test predictions named in {args.input} are missing; rerun evaluate")
     args.output.mkdir(parents=True, exist_ok=True)
     predictions = pd.read_csv(pred_path)
-    task = dom.task_of(cfg)
+    # the evaluated task (a spectra nir run's metrics get nir's figures without --set task=nir)
+    evaluated = (metrics["resolved"].get("config") or {}).get("task")
+    task = dom.task(evaluated) if evaluated and "task" not in cfg.to_given() else dom.task_of(cfg)
     if metrics.get("artifacts"):
         task.artifacts_dir = args.input.parent / metrics["artifacts"]
     figures = task.report_figures(predictions, rows, args.output)

@@ -204,11 +204,17 @@ def _check_attention(values: Mapping) -> list[str]:
 
 
 def resolve(domain: str, domain_defaults: Path, domain_schema: Mapping, config_file: str | Path | None = None,
-            overrides: list[str] | None = None, extra_check=None, requirements: tuple[str, ...] = ()) -> Config:
+            overrides: list[str] | None = None, extra_check=None, requirements: tuple[str, ...] = (),
+            base: Mapping[str, Any] | None = None, base_source: str = "") -> Config:
     """Build and validate the config for `domain`. `extra_check(dict) -> list[str]` adds domain rules
-    that a JSON schema cannot express (cross-field constraints); its problems are reported with the rest."""
+    that a JSON schema cannot express (cross-field constraints); its problems are reported with the rest.
+    `base`: settings an earlier step resolved (the prepared data's), laid over the defaults and under what
+    this command gives, so a later step need not repeat them."""
     values = deep_merge(load_yaml(_HERE / "defaults.yaml"), load_yaml(domain_defaults))
     sources, given = [str(domain_defaults)], {}
+    if base is not None:
+        values = deep_merge(values, base)
+        sources.append(base_source or "earlier step")
     if config_file:
         user = load_yaml(config_file)
         user.pop("domain", None)  # a config file may name its domain; the CLI's --domain decides

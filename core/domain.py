@@ -80,9 +80,20 @@ class Domain:
             return [f"task: {task!r} is not a task of {self.name}; choose one of {', '.join(self.task_names())}"]
         return self.check_config(values)
 
-    def config(self, config_file: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-        return resolve(self.name, self.default_config_path(), self.schema(), config_file, overrides,
-                       extra_check=self._check, requirements=self.requirements)
+    def config(self, config_file: str | Path | None = None, overrides: list[str] | None = None,
+               prepared: Path | None = None) -> Config:
+        """Defaults <- (the `prepared` folder's settings) <- --config <- --set. With `prepared`, train and
+        evaluate read the data's own settings (its targets, columns, task), and a command that gives another
+        value for one of the task's `data_settings` is refused: the prepared files would not match it."""
+        if prepared is None:
+            return resolve(self.name, self.default_config_path(), self.schema(), config_file, overrides,
+                           extra_check=self._check, requirements=self.requirements)
+        from core.prepared import check_against_prepared, prepared_config
+        base, source = prepared_config(prepared, self.name)
+        cfg = resolve(self.name, self.default_config_path(), self.schema(), config_file, overrides,
+                      extra_check=self._check, requirements=self.requirements, base=base, base_source=source)
+        check_against_prepared(cfg, base, self.task_of(cfg), prepared)
+        return cfg
 
     def self_check(self) -> str:
         """A one-line real call into the domain's field packages for `sciformer doctor` (raise if broken)."""

@@ -117,6 +117,9 @@ class Task:
     # the command's --on-invalid (mark, skip or error), also set before `reader` is called: a reader may let
     # through under mark/skip what it refuses under error (a masked pixel becomes an item with a status)
     on_invalid: str = "mark"
+    # dotted keys (or whole sections) that shape the files `prepare` writes: train and evaluate read them from
+    # the prepared folder and refuse a command that gives another value (core/prepared.py)
+    data_settings: ClassVar[tuple[str, ...]] = ()
     # dotted keys (or whole sections) a predict command may set for its own run, e.g. ("predict",); any other
     # key it gives must match the trained model's, else predict warns that it cannot apply
     prediction_settings: ClassVar[tuple[str, ...]] = ()
@@ -142,6 +145,14 @@ class Task:
     def prepare(self, cfg: Config, out_dir: Path) -> dict[str, str]:
         """Write the prepared data under out_dir; return {file name: sha256} of the inputs it read."""
         raise NotImplementedError
+
+    def data_files(self, cfg: Config) -> list[Path]:
+        """The user's own files `prepare` will read, known from the config alone: the workflow makes them
+        inputs of its prepare rule, so editing one reruns the run. By default every non-empty setting named
+        `path` or `*_file` under the task's `data_settings`."""
+        from core.prepared import governed, leaves
+        return [Path(str(v)) for k, v in leaves(cfg.to_dict()).items()
+                if v and governed(k, self.data_settings) and (k.endswith(".path") or k.endswith("_file"))]
 
     def build_training(self, cfg: Config, prepared: Path, stage: str, init: Path | None, seed: int) -> TrainingTask:
         raise NotImplementedError

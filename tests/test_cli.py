@@ -63,7 +63,7 @@ def test_user_errors_are_one_clean_message(run_cli, tmp_path):
 
 
 def test_stage_must_exist(run_cli, tmp_path):
-    (tmp_path / "resolved_config.json").write_text("{}")
+    (tmp_path / "resolved_config.json").write_text('{"domain": "molecules", "config": {}}')
     code, _, err = run_cli("train", "-d", "molecules", "-i", tmp_path, "-o", tmp_path / "r", "--stage", "warmup")
     assert code == 2 and "pretrain, train" in err
 

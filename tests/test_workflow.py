@@ -128,3 +128,19 @@ def test_one_member_runs_ask_for_one_core(workdir, tmp_path):
             found = re.search(r"^\s+threads: (\d+)", block, re.M)
             threads[run] = int(found.group(1)) if found else 1
     assert threads == {"forecast": 1, "classify": 1}, out[-3000:]
+
+
+def test_a_runs_config_file_and_data_files_are_inputs_of_prepare(workdir, tmp_path):
+    """Editing the run's config file or the CSV it names reruns the run: both are inputs of prepare (params
+    alone only carry their names, so a changed file used to leave the old results standing)."""
+    data = tmp_path / "mine.csv"
+    data.write_text("smiles,y,split\nCCO,1.0,train\n")
+    settings = tmp_path / "mine.yaml"
+    settings.write_text(yaml.safe_dump({"data": {"dataset": "csv", "path": str(data), "targets": ["y"],
+                                                 "split": "column"}}))
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({**TEST_CONFIG, "domains": {"molecules": {"config": str(settings)}}}))
+    out = snakemake(workdir, "-n", "-c1", f"--configfile={config}", "molecules").stdout
+    block = next(b for b in out.split("\nrule ")[1:] + out.split("\nlocalrule ")[1:] if b.startswith("prepare:"))
+    inputs = re.search(r"^\s+input: (.*)$", block, re.M)
+    assert inputs and str(settings) in inputs.group(1) and str(data) in inputs.group(1), block

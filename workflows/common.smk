@@ -59,14 +59,26 @@ def run_args(wildcards):
 
 
 @functools.cache
-def ensemble_size(domain, run):
-    """Members of the run's final stage, from its resolved config (the domain's defaults, the run's --config
-    and --set), exactly as `sciformer train` will read them."""
+def run_config(domain, run):
+    """The run's resolved config (the domain's defaults, the run's --config and --set), as the CLI reads it."""
     rs = RUNS[(domain, run)]
-    dom = get_domain(domain)
-    cfg = dom.config(rs["config"] or None, [f"task={rs['task']}", *rs["set"]])
-    task = dom.task_of(cfg)
+    return get_domain(domain).config(rs["config"] or None, [f"task={rs['task']}", *rs["set"]])
+
+
+def ensemble_size(domain, run):
+    """Members of the run's final stage, exactly as `sciformer train` will read them."""
+    cfg = run_config(domain, run)
+    task = get_domain(domain).task_of(cfg)
     return int(task.train_settings(cfg, task.stages[-1])["ensemble"])
+
+
+def prepare_inputs(wildcards):
+    """The run's config file and the user's data files it names (the task's `data_files`): editing either
+    reruns the run (params alone would only see their names)."""
+    rs = RUNS[(wildcards.domain, wildcards.run)]
+    cfg = run_config(wildcards.domain, wildcards.run)
+    files = [str(p) for p in get_domain(wildcards.domain).task_of(cfg).data_files(cfg)]
+    return ([rs["config"]] if rs["config"] else []) + files
 
 
 def train_threads(wildcards):

@@ -10,6 +10,7 @@ wildcard_constraints:
 
 
 rule prepare:
+    input: prepare_inputs,
     output: f"{R}/prepared/resolved_config.json",
     log: f"{R}/logs/prepare.log",
     benchmark: f"{R}/benchmarks/prepare.tsv"

@@ -19,6 +19,7 @@ SMOKE = ("data.max_per_voice=30", "enhance.n_test=2", "enhance.n_val=2", "enhanc
 
 
 class _AudioTask(Task):
+    data_settings = ("data",)
     smoke_overrides = SMOKE
 
     def prepare(self, cfg, out_dir: Path) -> dict[str, str]:

@@ -41,6 +41,7 @@ COMMON_TOKENS = ("C", "c", "N", "n", "O", "o", "S", "s", "P", "F", "Cl", "Br", "
 
 
 class PropertiesTask(Task):
+    data_settings = ("data",)
     name = "properties"
     description = "SMILES -> properties with uncertainty (pretrained encoder + descriptors, ensemble)"
     stages = ("pretrain", "train")

@@ -59,6 +59,7 @@ class PointcloudReader(Reader):
 
 
 class DepthTask(Task):
+    data_settings = ("scenes", "sensors", "aloe")
     name = "depth"
     description = "sparse points (LiDAR, ToF, SfM) + camera [+ image] -> dense depth and per-pixel uncertainty"
     smoke_overrides = SMOKE

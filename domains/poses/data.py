@@ -32,6 +32,9 @@ from domains.poses.motions import clip_joints, clip_names, clip_path
 from domains.poses.noise import NoiseModel, detect, scale_bones
 
 SPLITS = ("train", "val", "test")
+# the lift settings the prepared splits depend on (a benchmark reuses a prepared folder made from the same ones;
+# train and evaluate refuse a command that changes one)
+DATA_KEYS = ("fps", "test_clips", "val_clips", "exclude_clips", "cameras", "noise", "augment", "real")
 
 
 @dataclass

@@ -12,6 +12,7 @@ import numpy as np
 from core.config import Config
 from core.io import atomic_path, read_json, write_json
 from domains.poses import data, real
+from domains.poses.data import DATA_KEYS
 from domains.poses.model import ensemble_sigma, sigma_scale
 from domains.poses.training import predict_frames
 
@@ -26,9 +27,6 @@ def check_config(values: Mapping[str, Any]) -> list[str]:
     if (values["encoder"]["d_model"] // values["encoder"]["n_heads"]) % 2:
         problems.append("encoder: d_model / n_heads must be even (rotary over frames)")
     return problems
-
-
-DATA_KEYS = ("fps", "test_clips", "val_clips", "exclude_clips", "cameras", "noise", "augment", "real")
 
 
 def data_key(cfg: Config) -> str:

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from core.task import BadInput, Prediction, Task
+from domains.poses.data import DATA_KEYS
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "poses"
 EXAMPLE = DATA / "trial2_cam02_mediapipe.json"   # MediaPipe keypoints of a real Pose2Sim demo clip (2 people)
@@ -36,6 +37,7 @@ class LiftTask(Task):
     parallel_predict = False
     evaluation_only = ("lift.baselines", "lift.mmpose_videopose3d_27", "lift.mlp_lifter", "lift.peer_jobs",
                        "lift.speed_frames")
+    data_settings = tuple(f"lift.{k}" for k in DATA_KEYS)    # what the prepared splits depend on
 
     # -- pipeline ----------------------------------------------------------------------------------------
     def prepare(self, cfg, out_dir):

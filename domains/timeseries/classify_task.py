@@ -17,6 +17,7 @@ from domains.timeseries.classify_input import TsReader, class_table
 
 
 class ClassifyTask(Task):
+    data_settings = ("data",)
     name = "classify"
     description = "variable-length multivariate series (.ts) -> class probabilities (packed time-step tokens)"
     datasets = (*CL.UEA, "ts")
@@ -26,6 +27,12 @@ class ClassifyTask(Task):
 
     def prepare(self, cfg: Config, out_dir: Path) -> dict[str, str]:
         return CL.prepare(cfg, out_dir)
+
+    def data_files(self, cfg: Config) -> list[Path]:
+        """A `.ts` training file and the *_TEST.ts beside it."""
+        files = super().data_files(cfg)
+        return files + [p.with_name(p.name.replace("_TRAIN.ts", "_TEST.ts")) for p in files
+                        if p.name.endswith("_TRAIN.ts")]
 
     def build_training(self, cfg: Config, prepared: Path, stage: str, init: Path | None, seed: int) -> TrainingTask:
         d = CL.load(prepared)

