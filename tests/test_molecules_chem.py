@@ -132,19 +132,24 @@ def test_clean_dataset_dedupes_and_records_rejects():
     )
     clean, rej = chem.clean_dataset(df, "smi", ["y", "z"])
     assert list(clean.columns) == ["smiles", "y", "z", "source_row"]
-    assert clean["smiles"].tolist() == ["CCO", "c1ccccc1"]
-    assert clean["source_row"].tolist() == [0, 4]
+    assert clean["smiles"].tolist() == ["CCO", "c1ccccc1", "CCN"]
+    assert clean["source_row"].tolist() == [0, 4, 5]
     assert clean.loc[0, "y"] == pytest.approx(2.0) and clean.loc[0, "z"] == pytest.approx(20.0)
+    # CCN (row 5: y "n/a", z 60) and NCC (row 7: y 8, z missing) merge per target over the rows that have it
+    assert clean.loc[2, "y"] == pytest.approx(8.0) and clean.loc[2, "z"] == pytest.approx(60.0)
     assert list(rej.columns) == ["source_row", "smiles_input", "reason"]
     assert list(zip(rej["source_row"], rej["reason"])) == [
-        (1, "invalid_smiles"), (2, "duplicate"), (3, "empty"), (5, "missing_target"),
-        (6, "empty"), (7, "missing_target"),
+        (1, "invalid_smiles"), (2, "duplicate"), (3, "empty"), (6, "empty"), (7, "duplicate"),
     ]
     assert rej.loc[1, "smiles_input"] == "OCC"
-    # single target given as a string
+    # single target given as a string: a row without it is rejected
     clean1, rej1 = chem.clean_dataset(df, "smi", "y")
-    assert clean1["smiles"].tolist() == ["CCO", "c1ccccc1", "CCN"]
-    assert len(clean1) + len(rej1) == len(df)
+    assert clean1["smiles"].tolist() == ["CCO", "c1ccccc1", "CCN"] and clean1.source_row.tolist() == [0, 4, 7]
+    assert len(clean1) + len(rej1) == len(df) and (5, "missing_target") in zip(rej1.source_row, rej1.reason)
+    # text that is not a number (a censored value, a class name) is its own reason, not a missing value
+    texts = pd.DataFrame({"smi": ["CCO", "CCC", "CCCC"], "y": ["<-5", "soluble", " 1.5 "]})
+    clean2, rej2 = chem.clean_dataset(texts, "smi", "y")
+    assert clean2.smiles.tolist() == ["CCCC"] and set(rej2.reason) == {"non_numeric_target"}
 
 
 # -------------------------------------------------------------------- splits

@@ -104,3 +104,37 @@ def test_too_few_molecules_writes_the_rejected_file_it_points_to(tmp_path, run_c
     assert str(tmp_path / "prep" / "rejected.csv") in err
     assert rejected.reason.tolist() == ["invalid_smiles", "empty", "dummy_atom"]
     assert not (tmp_path / "prep" / "molecules.csv").exists()
+
+
+def test_sparse_multi_target_data_train_and_score_on_the_targets_they_have(tmp_path, run_cli, caplog):
+    """Rows lacking one of two targets are kept (as chemprop masks them); the loss skips the missing ones and
+    each target is scored on the test molecules that have it."""
+    import numpy as np
+    import torch
+
+    from domains.molecules.model import regression_loss
+    n = 40
+    y, z = np.arange(n, dtype=float), np.arange(n, dtype=float) * 2
+    y[::3], z[1::4] = np.nan, np.nan
+    frame = pd.DataFrame({"smiles": SMILES[:n], "y": y, "z": z, "part": ["train"] * 26 + ["val"] * 4 + ["test"] * 10})
+    frame.to_csv(path := tmp_path / "multi.csv", index=False)
+    code, _, err = run_cli("-q", "prepare", "-d", "molecules", "-o", tmp_path / "prep", "--set", "data.dataset=csv",
+                           "--set", f"data.path={path}", "--set", "data.targets=[y, z]", "--set", "data.split=column",
+                           "--set", "data.split_column=part", "--set", "pretrain.corpus_size=10")
+    assert code == 0, err
+    prep = pd.read_csv(tmp_path / "prep" / "molecules.csv")
+    assert len(prep) == n - 3 and prep.y.isna().sum() == 11 and prep.z.isna().sum() == 7   # 9, 21, 33: neither
+    from core.domain import get_domain
+    smoke = [s for s in get_domain("molecules").task("properties").smoke_overrides if not s.startswith("data.")]
+    sets = [a for s in ["train.ensemble=1", *smoke] for a in ("--set", s)]
+    assert run_cli("-q", "train", "-d", "molecules", "-i", tmp_path / "prep", "-o", tmp_path / "m", *sets)[0] == 0
+    code, _, err = run_cli("-q", "evaluate", "-d", "molecules", "-i", tmp_path / "prep", "--model", tmp_path / "m",
+                           "-o", tmp_path / "metrics.json", *sets)
+    assert code == 0, err
+    rows = json.loads((tmp_path / "metrics.json").read_text())["rows"]
+    rmse = {(r["task"], r["method"]): r["value"] for r in rows if r["metric"] == "rmse"}
+    assert {"regression-y", "regression-z"} == {t for t, _ in rmse} and all(np.isfinite(v) for v in rmse.values())
+    assert rows[0]["dataset"] == "multi"
+    # the masked loss equals the MSE over the known entries
+    out, target = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[1.5, float("nan")], [2.0, 5.0]])
+    assert float(regression_loss(out, {"y": target})) == pytest.approx((0.25 + 1 + 1) / 3)

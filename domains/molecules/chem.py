@@ -25,8 +25,10 @@ from domains.molecules.tokenizer import tokenize
 # reported through return values instead.
 RDLogger.DisableLog("rdApp.*")
 
+# what a target cell without a value may hold (anything else that is not a number is `non_numeric_target`)
+MISSING_MARKERS = ("", "nan", "na", "n/a", "none", "null", "-", "?", "inf", "-inf", "+inf")
 REJECT_REASONS = ("empty", "invalid_smiles", "too_long", "no_atoms", "dummy_atom", "no_organic_fragment",
-                  "missing_target", "duplicate")
+                  "missing_target", "non_numeric_target", "duplicate")
 
 
 # ----------------------------------------------------------------- cleaning
@@ -103,19 +105,25 @@ def clean_dataset(
     """Canonicalize, drop rows without usable targets, and merge duplicates.
 
     Returns ``(clean_df, rejected_df)``:
-      * clean_df: columns ``smiles`` (canonical), the target columns (float) and
-        ``source_row`` (0-based position in ``df`` of the first occurrence);
-        duplicates of one canonical SMILES are merged by averaging their targets.
-        Rows are ordered by ``source_row``.
-      * rejected_df: columns ``source_row``, ``smiles_input``, ``reason``,
-        ordered by ``source_row``. A row is rejected when its SMILES is bad, when
-        any target is missing/non-numeric/non-finite, or when it duplicates an
-        earlier kept row.
+      * clean_df: columns ``smiles`` (canonical), the target columns (float; NaN where a row of several
+        targets lacks one: training and metrics skip it, as chemprop masks missing targets) and
+        ``source_row`` (0-based position in ``df`` of the first occurrence); duplicates of one canonical
+        SMILES are merged by averaging each target over the rows that have it. Rows are ordered by
+        ``source_row``.
+      * rejected_df: columns ``source_row``, ``smiles_input``, ``reason``, ordered by ``source_row``. A row
+        is rejected when its SMILES is bad, when a target holds text that is not a number
+        (``non_numeric_target``: e.g. a censored "<-5" or a class name), when it has no target value at all
+        (``missing_target``), or when it duplicates an earlier kept row.
     """
     targets = [target_cols] if isinstance(target_cols, str) else list(target_cols)
     # Positional indices: df.index may be arbitrary labels.
     raw_smiles = df[smiles_col].tolist()
-    y = df[targets].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    raw = df[targets]
+    y = raw.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    y[~np.isfinite(y)] = np.nan
+    # a cell holding text that is not a number is not the same as an empty one (or a usual missing marker)
+    marker = raw.apply(lambda c: c.isna() | c.astype(str).str.strip().str.lower().isin(MISSING_MARKERS)).to_numpy()
+    text = ~marker & np.isnan(y)
 
     rejected: list[tuple[int, object, str]] = []
     groups: dict[str, list[int]] = {}  # canonical SMILES -> rows (first-seen order)
@@ -123,14 +131,21 @@ def clean_dataset(
         canon, reason = canonicalize(smi, max_tokens)
         if canon is None:
             rejected.append((row, smi, reason))
-        elif not np.all(np.isfinite(y[row])):
+        elif text[row].any():
+            rejected.append((row, smi, "non_numeric_target"))
+        elif np.isnan(y[row]).all():
             rejected.append((row, smi, "missing_target"))
         else:
             groups.setdefault(canon, []).append(row)
 
     records = []
     for canon, rows in groups.items():
-        records.append({"smiles": canon, **dict(zip(targets, y[rows].mean(axis=0))), "source_row": rows[0]})
+        block = y[rows]
+        have = (~np.isnan(block)).sum(0)
+        with np.errstate(invalid="ignore"):   # complete columns: the plain mean, bit for bit as before
+            mean = np.where(have == len(rows), block.mean(0),
+                            np.where(have > 0, np.nansum(block, 0) / np.maximum(have, 1), np.nan))
+        records.append({"smiles": canon, **dict(zip(targets, mean)), "source_row": rows[0]})
         rejected.extend((r, raw_smiles[r], "duplicate") for r in rows[1:])
 
     clean = pd.DataFrame(records, columns=["smiles", *targets, "source_row"])

@@ -219,6 +219,7 @@ def prepare(cfg: Config, out_dir: Path) -> dict[str, str]:
         n_test = n_keep_test
     with atomic_path(out_dir / REJECTED) as tmp:  # first: the error below points to it
         rejected.sort_values("source_row", kind="stable").to_csv(tmp, index=False)
+    check_targets(table, clean, rejected, targets, out_dir / REJECTED)
     if len(clean) < 10:
         raise UserError(f"only {len(clean)} valid molecules after cleaning ({len(rejected)} rejected, see "
                         f"{out_dir / REJECTED} for each row and why); at least 10 are needed to train")
@@ -236,12 +237,44 @@ def prepare(cfg: Config, out_dir: Path) -> dict[str, str]:
     return hashes
 
 
+def check_targets(table: pd.DataFrame, clean: pd.DataFrame, rejected: pd.DataFrame, targets: list[str],
+                  rejected_path: Path) -> None:
+    """Say what cleaning dropped and why (a warning, not only rejected.csv); refuse a target column of text
+    (class names: this task regresses numbers); warn about a 0/1 target (scored as regression) and about
+    targets that only some molecules have (trained and scored where known)."""
+    for t in targets:
+        values = pd.to_numeric(table[t], errors="coerce")
+        words = table[t][values.isna() & table[t].notna()].astype(str).str.strip()
+        words = words[~words.str.lower().isin(chem.MISSING_MARKERS)]
+        if values.notna().sum() == 0 and len(words):
+            shown = ", ".join(repr(w) for w in words.value_counts().index[:3])
+            raise UserError(f"data.targets: column {t!r} holds text ({shown}), not numbers; the properties task "
+                            "regresses numeric properties (encode classes as numbers, or pick a numeric column)")
+        known = clean[t].dropna()
+        if len(known) and set(np.unique(known)) <= {0.0, 1.0}:
+            log.warning("target %r holds only 0 and 1: it is trained and scored as a regression target (RMSE, "
+                        "MAE, R2), and predictions are not probabilities", t)
+    lost = rejected[rejected.reason != "duplicate"]     # a duplicate is merged (targets averaged), not lost
+    if len(lost):
+        counts = ", ".join(f"{reason} {n}" for reason, n in lost.reason.value_counts().items())
+        log.warning("%d of %d rows were not kept (%s); %s lists each row and why", len(lost), len(table),
+                    counts, rejected_path)
+    if len(targets) > 1:
+        lacking = {t: int(clean[t].isna().sum()) for t in targets if clean[t].isna().any()}
+        if lacking:
+            log.warning("molecules lacking a target are kept and trained on the targets they have (%s); each "
+                        "target is scored on the test molecules that have it", lacking)
+
+
 def _checked_user_split(labels: np.ndarray, cfg: Config) -> np.ndarray:
     source = f"data.split={cfg['data.split']}"
     counts = {name: int((labels == name).sum()) for name in SPLIT_NAMES}
     if counts["train"] < 2:
         raise UserError(f"{source}: only {counts['train']} valid training molecule(s) ({counts}); mark more rows "
                         "as train")
+    if counts["test"] == 0:
+        log.warning("%s: no molecule is marked test (%s): train works, evaluate will have nothing to score",
+                    source, counts)
     if counts["val"] == 0:
         labels = carve_validation(labels, cfg, source)
     log.info("%s: %s", source, {name: int((labels == name).sum()) for name in SPLIT_NAMES})

@@ -76,6 +76,8 @@ def select_by_importance(x: np.ndarray, y: np.ndarray, names: Sequence[str], kee
     if keep_fraction >= 1.0:
         return list(names)
     filled = np.where(np.isnan(x), np.nanmedian(np.where(np.isnan(x).all(0), 0, x), axis=0), x)
+    # a molecule lacking a target (sparse multi-target sets): that target's training mean, for ranking only
+    y = np.where(np.isnan(y), np.nanmean(y, axis=0), y)
     target = y[:, 0] if y.shape[1] == 1 else y
     rf = RandomForestRegressor(n_estimators=200, min_samples_leaf=2, max_features=0.33, n_jobs=1,
                                random_state=seed).fit(filled, target)

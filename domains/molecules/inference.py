@@ -148,7 +148,9 @@ def predict_smiles(members, smiles: list[str], mols: list[Chem.Mol] | None = Non
     shift = np.stack([np.asarray(m.metadata["task"]["y_mean"]) for m in members])[:, None, :]
     values = raw * scale + shift
     stack = (members[0].metadata.get("calibration") or {}).get("stack") if stacked else None
-    return blend(stack, values.mean(0), lambda: forest_inputs(descriptors, mols)), values.std(0)
+    # one member has no spread: NaN, not a 0 that would read as certainty
+    spread = values.std(0) if len(members) > 1 else np.full(values.shape[1:], np.nan)
+    return blend(stack, values.mean(0), lambda: forest_inputs(descriptors, mols)), spread
 
 
 def predict_frame(members, chunk: pd.DataFrame, first_row: int, on_invalid: str) -> pd.DataFrame:

@@ -78,7 +78,12 @@ def collate_regression(examples: list[dict]) -> dict[str, Any]:
 
 
 def regression_loss(out: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
-    return nn.functional.mse_loss(out.float(), batch["y"])
+    """MSE over the known targets: a molecule of a multi-target set may lack some (NaN), as in chemprop."""
+    y = batch["y"]
+    known = ~torch.isnan(y)
+    if bool(known.all()):
+        return nn.functional.mse_loss(out.float(), y)
+    return ((out.float() - torch.nan_to_num(y)) ** 2 * known).sum() / known.sum().clamp_min(1)
 
 
 class MaskedTokenCollate:

@@ -40,6 +40,20 @@ COMMON_TOKENS = ("C", "c", "N", "n", "O", "o", "S", "s", "P", "F", "Cl", "Br", "
                  "@", "@@", "[C@H]", "[C@@H]", "[C@]", "[C@@]", "-", "+", "1", "2", "3", "4", "5", "6")
 
 
+def baselines_per_target(fit: pd.DataFrame, test: pd.DataFrame, targets: list[str], seed: int) -> dict:
+    """The baselines on the training+validation molecules; with missing targets, one fit per target on the
+    molecules that have it (the baselines take complete targets only)."""
+    from domains.molecules.baselines import fit_predict_baselines
+    y = fit[targets].to_numpy(np.float64)
+    if not np.isnan(y).any():
+        return fit_predict_baselines(fit.smiles.tolist(), y, test.smiles.tolist(), seed=seed)
+    parts = []
+    for k in range(len(targets)):
+        have = ~np.isnan(y[:, k])
+        parts.append(fit_predict_baselines(fit.smiles[have].tolist(), y[have, k], test.smiles.tolist(), seed=seed))
+    return {m: np.hstack([p[m] for p in parts]) for m in parts[0]}
+
+
 class PropertiesTask(Task):
     data_settings = ("data",)
     name = "properties"
@@ -92,7 +106,7 @@ class PropertiesTask(Task):
         train = frame[frame.split == "train"]
         tok, enc = self._tokenizer_and_encoder(cfg, init, train.smiles.tolist())
         y = train[targets].to_numpy(np.float64)
-        y_mean, y_std = y.mean(0), y.std(0) + 1e-8
+        y_mean, y_std = np.nanmean(y, 0), np.nanstd(y, 0) + 1e-8     # NaN: a target a molecule lacks
         meta: dict[str, Any] = {"kind": "regression", "tokenizer": tok.to_dict(), "encoder": enc, "targets": targets,
                                 "y_mean": y_mean.tolist(), "y_std": y_std.tolist(), "max_len": max_len,
                                 "smiles_column": cfg["data.smiles_column"], "hidden": int(cfg["head.hidden"]),
@@ -134,6 +148,10 @@ class PropertiesTask(Task):
         if not cfg["head.forest"] or not meta["n_extra"] or len(val) == 0:
             return None
         targets = meta["targets"]
+        if frame[targets].isna().to_numpy().any():
+            log.info("forest blend skipped: some molecules lack a target (the forest needs every target); the "
+                     "ensemble predicts alone")
+            return None
         inputs = {name: stacking.forest_inputs(raw_descriptors(part.smiles.tolist(), meta),
                                                [Chem.MolFromSmiles(s) for s in part.smiles])
                   for name, part in (("train", train), ("val", val))}
@@ -147,7 +165,6 @@ class PropertiesTask(Task):
 
     # -- evaluation ----------------------------------------------------------------------------------
     def evaluate(self, cfg: Config, prepared: Path, members: list[LoadedModel]) -> tuple[list[dict], pd.DataFrame]:
-        from domains.molecules.baselines import fit_predict_baselines
         frame = data.load_prepared(prepared)
         targets = members[0].metadata["task"]["targets"]  # what the model predicts, whatever --set says now
         missing = [t for t in targets if t not in frame.columns]
@@ -156,21 +173,25 @@ class PropertiesTask(Task):
                             "with the prepared data of the same dataset")
         fit = frame[frame.split != "test"]   # baselines have no use for a validation set: give them all of it
         if not (frame.split == "test").any():
-            raise UserError(f"{prepared}: the test split is empty; use more molecules or other data.sizes")
+            how = ("mark some rows test in data.split_column" if cfg["data.split"] == "column" else
+                   "give the splits file test rows" if cfg["data.split"] == "file" else
+                   "use more molecules or other data.sizes")
+            raise UserError(f"{prepared}: the test split is empty (data.split={cfg['data.split']}); {how}")
         test = frame[frame.split == "test"]
         mean, std = predict_smiles(members, test.smiles.tolist())
         preds = {"sciformer": mean}
         stack = (members[0].metadata.get("calibration") or {}).get("stack")
         if stack and any(w != 1.0 for w in stack["weights"]):  # ablation: what the forest blend adds
             preds["sciformer-ensemble-only"] = predict_smiles(members, test.smiles.tolist(), stacked=False)[0]
-        preds.update(fit_predict_baselines(fit.smiles.tolist(), fit[targets].to_numpy(), test.smiles.tolist(),
-                                           seed=int(cfg["seed"])))
+        preds.update(baselines_per_target(fit, test, targets, int(cfg["seed"])))
         y = test[targets].to_numpy(np.float64)
         split = data.split_label(cfg)
         dataset = cfg["data.dataset"] if cfg["data.dataset"] != "csv" else Path(cfg["data.path"]).stem
-        rows = [r for method, p in preds.items() for k, t in enumerate(targets)
+        known = ~np.isnan(y)      # each target is scored on the test molecules that have it
+        rows = [r for method, p in preds.items() for k, t in enumerate(targets) if known[:, k].any()
                 for r in metric_rows(f"regression-{t}", dataset, split, method,
-                                     {name: fn(y[:, k], p[:, k]) for name, fn in REGRESSION_METRICS.items()})]
+                                     {name: fn(y[known[:, k], k], p[known[:, k], k])
+                                      for name, fn in REGRESSION_METRICS.items()})]
         out = pd.DataFrame({"smiles": test.smiles.to_numpy()})
         for k, t in enumerate(targets):
             out[t] = y[:, k]
