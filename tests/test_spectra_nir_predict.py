@@ -189,3 +189,30 @@ def test_nir_grid_error_recognises_other_units():
     with pytest.raises(UserError, match="wrong wavelength grid") as err:
         grid_columns(["1", "2", "3"], meta)
     assert "look like" not in str(err.value)
+
+
+def test_own_nir_table_with_a_wrong_or_text_target_is_refused_clearly(tmp_path):
+    from core.domain import get_domain
+    from core.errors import UserError
+    from domains.spectra import nir as N
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(12, 10)), columns=[f"{1100 + 10 * i}" for i in range(10)])
+    table.insert(0, "sample_id", [f"S{i}" for i in range(12)])
+    table["protein"] = rng.normal(size=12)
+    table.to_csv(path := tmp_path / "nir.csv", index=False)
+    dom = get_domain("spectra")
+
+    def load(target):
+        return N.load_dataset(dom.config(None, ["task=nir", "nir.dataset=csv", f"nir.path={path}",
+                                                f"nir.target={target}"]))
+    with pytest.raises(UserError, match="did you mean 'protein'"):
+        load("Protein")
+    with pytest.raises(UserError, match=r"non-wavelength columns are \['sample_id', 'protein'\]"):
+        load("fat")
+    with pytest.raises(UserError, match=r"'sample_id' holds text \('S0', 'S1', 'S2'\), not numbers"):
+        load("sample_id")
+    table = table.astype({"1130": object})
+    table.loc[4, "1130"] = "oops"
+    table.to_csv(path, index=False)
+    with pytest.raises(UserError, match=r"data row 5, column '1130': 'oops' is missing, not a number"):
+        load("protein")

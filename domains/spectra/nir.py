@@ -88,16 +88,26 @@ def _load_csv(cfg: Config) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     except pd.errors.EmptyDataError:
         raise UserError(f"{path}: the file is empty; it needs a header and one row per sample") from None
     target = cfg["nir.target"]
-    if target not in table.columns:
-        raise UserError(f"{path}: no target column {target!r}; set nir.target to one of {list(table.columns)[:10]}")
     waves = wavelength_columns(list(table.columns))
+    if target not in table.columns:
+        others = [str(c) for c in table.columns if c not in waves]     # the candidates: not the wavelengths
+        close = [c for c in others if c.lower() == str(target).lower()]
+        hint = f"; did you mean {close[0]!r}?" if close else f"; the non-wavelength columns are {others[:10]}"
+        raise UserError(f"{path}: no target column {target!r} (nir.target){hint}")
     if len(waves) < 8:
         raise UserError(f"{path}: found {len(waves)} wavelength columns (numeric names such as 1100.5); need >= 8")
-    x = table[waves].to_numpy(float)
-    y = table[target].to_numpy(float)
+    x = table[waves].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    y = pd.to_numeric(table[target], errors="coerce").to_numpy(float)
+    if not np.isfinite(y).any() and table[target].notna().any():
+        shown = ", ".join(repr(str(v)) for v in table[target].dropna().unique()[:3])
+        raise UserError(f"{path}: target column {target!r} holds text ({shown}), not numbers; set nir.target to "
+                        "the numeric property to predict")
     bad = np.flatnonzero(~np.isfinite(x).all(1) | ~np.isfinite(y))
     if len(bad):
-        raise UserError(f"{path}: row {bad[0] + 2} has a missing or non-numeric value; fix or remove it")
+        row = int(bad[0])
+        column = target if not np.isfinite(y[row]) else waves[int(np.argmax(~np.isfinite(x[row])))]
+        raise UserError(f"{path}: data row {row + 1}, column {column!r}: {str(table[column].iloc[row])!r} is "
+                        f"missing, not a number or not finite ({len(bad)} such rows); fix or remove them")
     test = np.random.default_rng(int(cfg["seed"])).random(len(y)) < float(cfg.get("nir.test_fraction", 0.2))
     return ({"x_cal": x[~test], "y_cal": y[~test], "x_test": x[test], "y_test": y[test], "x_new": x[test],
              "wavelengths": np.array([float(w) for w in waves]), "target": target}, {path.name: file_sha256(path)})
