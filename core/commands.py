@@ -60,6 +60,10 @@ def cmd_validate(args) -> int:
         task_name = run_info(args.model).get("task") or dom.task_of(cfg).name
     else:
         task_name = dom.task_of(cfg).name
+        problems = dom.task_of(cfg).check_data(cfg)    # what prepare would refuse, found without preparing
+        if problems:
+            from core.errors import ConfigError
+            raise ConfigError(problems, source="data")
     print(f"config OK for {dom.name}/{task_name} (sources: {', '.join(cfg.sources)})")
     if args.input:
         from core.predict import prepare_prediction

@@ -146,6 +146,13 @@ class Task:
         """Write the prepared data under out_dir; return {file name: sha256} of the inputs it read."""
         raise NotImplementedError
 
+    def check_data(self, cfg: Config) -> list[str]:
+        """Problems with the data the config names that show without preparing it (a missing file, a column
+        not in its header, an unknown name); `validate` lists them with the config's. By default: every
+        `data_files` file must exist."""
+        return [f"{p}: file not found (a data file the config names; a relative path is read from {Path.cwd()})"
+                for p in self.data_files(cfg) if not p.exists()]
+
     def data_files(self, cfg: Config) -> list[Path]:
         """The user's own files `prepare` will read, known from the config alone: the workflow makes them
         inputs of its prepare rule, so editing one reruns the run. By default every non-empty setting named

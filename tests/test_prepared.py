@@ -62,3 +62,21 @@ def test_data_files_are_the_users_files_a_config_names(tmp_path):
     ts = get_domain("timeseries")
     cfg = ts.config(None, ["task=classify", "data.dataset=ts", "data.path=x/Mine_TRAIN.ts"])
     assert [str(p) for p in ts.task_of(cfg).data_files(cfg)] == ["x/Mine_TRAIN.ts", "x/Mine_TEST.ts"]
+
+
+def test_validate_finds_data_problems_before_any_work(run_cli, tmp_path):
+    """`validate` reports what prepare would refuse and that shows without preparing: a missing file, a column
+    not in the header, an unknown or doubly used clip."""
+    (data := tmp_path / "mine.csv").write_text("smiles,dG\nCCO,1.0\n")
+    base = ["validate", "-d", "molecules", "--set", "data.dataset=csv", "--set", f"data.path={data}"]
+    code, out, _ = run_cli(*base, "--set", "data.targets=[dG]")
+    assert code == 0 and "config OK" in out
+    code, _, err = run_cli(*base, "--set", "data.targets=[dg]")
+    assert code == 2 and "missing column(s) ['dg'] (found: smiles, dG)" in err
+    code, _, err = run_cli("validate", "-d", "molecules", "--set", "data.dataset=csv", "--set", "data.targets=[y]",
+                           "--set", f"data.path={tmp_path / 'nowhere.csv'}")
+    assert code == 2 and "nowhere.csv: file not found" in err
+    code, _, err = run_cli("validate", "-d", "poses", "--set", "lift.test_clips=[walk, dance]")
+    assert code == 2 and "unknown motion clip 'dance'" in err
+    code, _, err = run_cli("validate", "-d", "poses", "--set", "lift.val_clips=[walk]")
+    assert code == 2 and "lift.test_clips and lift.val_clips share ['walk']" in err

@@ -16,7 +16,7 @@ from core.checkpoint import load_meta, load_weights
 from core.config import Config
 from core.errors import UserError
 from core.metrics import REGRESSION_METRICS, metric_rows
-from core.readers import TableReader
+from core.readers import TableReader, separator_hint
 from core.runs import LoadedModel, member_dirs
 from core.task import BadInput, Prediction, Task, TrainingTask
 from domains.molecules import data, features
@@ -66,6 +66,28 @@ class PropertiesTask(Task):
     # -- preparation ---------------------------------------------------------------------------------
     def prepare(self, cfg: Config, out_dir: Path) -> dict[str, str]:
         return data.prepare(cfg, out_dir)
+
+    def data_files(self, cfg: Config) -> list[Path]:
+        """Your CSV/Parquet (dataset csv) and its splits file (split file): the files prepare reads."""
+        files = [cfg["data.path"]] if cfg["data.dataset"] == "csv" else []
+        files += [cfg["data.splits_file"]] if cfg["data.split"] == "file" else []
+        return [Path(str(f)) for f in files if f]
+
+    def check_data(self, cfg: Config) -> list[str]:
+        """Also: the columns the config names are in the file's header (read without loading the rows)."""
+        problems = super().check_data(cfg)
+        if problems or cfg["data.dataset"] != "csv" or not cfg["data.path"]:
+            return problems
+        path = Path(cfg["data.path"])
+        try:
+            columns = TableReader().header(path)
+        except UserError as exc:
+            return [str(exc)]
+        wanted = [cfg["data.smiles_column"], *data.targets_of(cfg)]
+        wanted += [cfg["data.split_column"]] if cfg["data.split"] == "column" else []
+        missing = [c for c in wanted if c not in columns]
+        return [f"{path}: missing column(s) {missing} (found: {', '.join(map(str, columns[:20]))}); set "
+                f"data.smiles_column / data.targets / data.split_column{separator_hint(columns)}"] if missing else []
 
     # -- training ------------------------------------------------------------------------------------
     def _tokenizer_and_encoder(self, cfg: Config, init: Path | None, smiles: list[str]):

@@ -65,12 +65,12 @@ def split_clips(section: Mapping[str, Any]) -> dict[str, list[str]]:
     for name in test + val:
         clip_path(name)     # raises with the list of known clips
     if set(test) & set(val):
-        raise UserError(f"poses.test_clips and poses.val_clips share {sorted(set(test) & set(val))}; a clip "
+        raise UserError(f"lift.test_clips and lift.val_clips share {sorted(set(test) & set(val))}; a clip "
                         "belongs to one split")
     exclude = set(section.get("exclude_clips") or [])
     train = [c for c in known if c not in set(test) | set(val) | exclude]
     if not train:
-        raise UserError("no training clips left; remove some from poses.test_clips / val_clips / exclude_clips")
+        raise UserError("no training clips left; remove some from lift.test_clips / val_clips / exclude_clips")
     return {"train": train, "val": val, "test": test}
 
 

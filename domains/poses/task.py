@@ -39,6 +39,16 @@ class LiftTask(Task):
                        "lift.speed_frames")
     data_settings = tuple(f"lift.{k}" for k in DATA_KEYS)    # what the prepared splits depend on
 
+    def check_data(self, cfg) -> list[str]:
+        """The clips the split names exist and belong to one split each."""
+        from core.errors import UserError
+        from domains.poses.data import split_clips
+        try:
+            split_clips(cfg["lift"])
+        except UserError as exc:
+            return [str(exc)]
+        return []
+
     # -- pipeline ----------------------------------------------------------------------------------------
     def prepare(self, cfg, out_dir):
         from domains.poses import pipeline

@@ -133,6 +133,9 @@ class NirTask(Task):
     def prepare(self, cfg, out_dir: Path) -> dict[str, str]:
         return nir.prepare(cfg, out_dir)
 
+    def data_files(self, cfg) -> list[Path]:
+        return [Path(str(cfg["nir.path"]))] if cfg["nir.dataset"] == "csv" and cfg["nir.path"] else []
+
     def build_training(self, cfg, prepared: Path, stage: str, init: Path | None, seed: int) -> TrainingTask:
         meta, train, val, n_train, n_val, model, loss = nir.training_arrays(cfg, prepared)
         return TrainingTask(model, range(n_train), range(n_val), train, loss, meta, val_collate=val)
