@@ -156,3 +156,20 @@ def test_trained_run_blends_as_recorded(tmp_path, run_cli):
         expected = w * ensemble[:, 0] + (1 - w) * stacking.forest_predict(stack["forest"], inputs)[:, 0]
     out = predict_frame(members, pd.DataFrame({"smiles": smiles}), 0, "mark")
     np.testing.assert_allclose(out.expt, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_labelled_file_with_its_own_smiles_column_name_is_predicted(members, tmp_path):
+    """Checking a model on an external labelled set: the measured values stay beside the predictions
+    (`input_<target>`), and the SMILES column may be named at predict time."""
+    from core.cli import main
+    run = members[0].path.parent
+    target = members[0].metadata["task"]["targets"][0]
+    frame = pd.DataFrame({"Structure": ["CCO", "c1ccccc1"], target: [1.5, -2.0], "status": ["new", "old"]})
+    frame.to_csv(src := tmp_path / "labelled.csv", index=False)
+    code = main(["-q", "predict", "-d", "molecules", "-i", str(src), "-o", str(tmp_path / "p.csv"), "--model", str(run),
+                 "--set", "data.smiles_column=Structure"])
+    assert code == 0
+    out = pd.read_csv(tmp_path / "p.csv")
+    assert list(out.columns[:3]) == ["Structure", f"input_{target}", "input_status"]
+    assert list(out[f"input_{target}"]) == [1.5, -2.0] and list(out.status) == ["ok", "ok"]
+    assert out[target].notna().all()

@@ -16,6 +16,7 @@ import torch
 from rdkit import Chem
 
 from core.errors import UserError
+from core.readers import pass_through
 from domains.molecules import chem
 from domains.molecules.features import descriptors_of_mols, mol_to_graph
 from domains.molecules.tokenizer import SmilesTokenizer
@@ -153,10 +154,16 @@ def predict_smiles(members, smiles: list[str], mols: list[Chem.Mol] | None = Non
     return blend(stack, values.mean(0), lambda: forest_inputs(descriptors, mols)), spread
 
 
-def predict_frame(members, chunk: pd.DataFrame, first_row: int, on_invalid: str) -> pd.DataFrame:
-    """One chunk of a prediction input -> the same rows plus <target>, <target>_unc and status."""
+def predict_frame(members, chunk: pd.DataFrame, first_row: int, on_invalid: str,
+                  smiles_column: str | None = None) -> pd.DataFrame:
+    """One chunk of a prediction input -> the same rows plus <target>, <target>_unc and status. An input
+    column named like one of those (a labelled file: its measured `dG` beside the predicted one) is kept as
+    `input_<name>`. `smiles_column`: the input's, when not the training file's."""
     meta = members[0].metadata["task"]
-    raw = chunk[meta["smiles_column"]].tolist()
+    outputs = {c for t in meta["targets"] for c in (t, f"{t}_unc")} | {"status"}
+    names = pass_through({c: c for c in chunk.columns}, outputs.__contains__)    # {new name: input column}
+    chunk = chunk.rename(columns={old: new for new, old in names.items() if new != old})
+    raw = chunk[smiles_column or meta["smiles_column"]].tolist()
     canon, status, mols = parse_inputs(raw, meta)
     ok = np.array([s in PREDICTED for s in status], dtype=bool)
     if on_invalid == "error" and not ok.all():

@@ -56,6 +56,7 @@ def baselines_per_target(fit: pd.DataFrame, test: pd.DataFrame, targets: list[st
 
 class PropertiesTask(Task):
     data_settings = ("data",)
+    prediction_settings = ("data.smiles_column",)     # the input file's SMILES column may have another name
     name = "properties"
     description = "SMILES -> properties with uncertainty (pretrained encoder + descriptors, ensemble)"
     stages = ("pretrain", "train")
@@ -226,14 +227,18 @@ class PropertiesTask(Task):
     def output_columns(self, metadata: Mapping[str, Any]) -> list[str]:
         return [c for t in metadata["targets"] for c in (t, f"{t}_unc")] + ["status"]
 
+    def smiles_column(self, metadata: Mapping[str, Any]) -> str:
+        """The input's SMILES column: the training file's name unless the command gives data.smiles_column."""
+        return self.command_settings("data").get("smiles_column") or metadata["smiles_column"]
+
     def reader(self, metadata: Mapping[str, Any]) -> TableReader:
-        col = metadata["smiles_column"]
-        return TableReader(required=[col], forbidden=self.output_columns(metadata), text=[col],
-                           fix=f"rename your SMILES column to {col!r}")
+        col = self.smiles_column(metadata)
+        return TableReader(required=[col], text=[col],
+                           fix=f"rename your SMILES column to {col!r} or name yours with --set data.smiles_column=...")
 
     def predict(self, members: list[LoadedModel], batch, out) -> Prediction:
         # the core applies --on-invalid to the rows without a prediction (predict_frame marks them)
-        table = predict_frame(members, batch.data, batch.first, "mark")
+        table = predict_frame(members, batch.data, batch.first, "mark", self.smiles_column(members[0].metadata["task"]))
         return Prediction(table=table, predicted=table["status"].isin(PREDICTED).to_numpy())
 
     def example_inputs(self, folder: Path) -> tuple[Path, Path, str]:
@@ -247,7 +252,6 @@ class PropertiesTask(Task):
         folder = Path(folder)
         cases = {
             "header_only": ("smiles\n", "no data rows", None),
-            "output_column_clash": ("smiles,status\nCCO,x\n", "output column(s) ['status']", None),
             "extra_field_first_row": ("id,smiles\n1,CCO,extra\n2,CCC\n", "fields", None),
             "extra_field_mid_file": ("id,smiles\n1,CCO\n2,CCC,extra\n", "fields", None),
             "invalid_smiles": ("smiles\nC1CC(\n", "", "invalid_smiles"),
