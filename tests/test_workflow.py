@@ -144,3 +144,20 @@ def test_a_runs_config_file_and_data_files_are_inputs_of_prepare(workdir, tmp_pa
     block = next(b for b in out.split("\nrule ")[1:] + out.split("\nlocalrule ")[1:] if b.startswith("prepare:"))
     inputs = re.search(r"^\s+input: (.*)$", block, re.M)
     assert inputs and str(settings) in inputs.group(1) and str(data) in inputs.group(1), block
+
+
+def test_workflow_config_typos_fail_every_target_with_their_names(workdir, tmp_path):
+    """An unknown domain or task, or a missing config file, stops the workflow when it loads, naming the key
+    (was: "No rule to produce molecules", or a dry run that passed); the `sciformer` entry has a default."""
+    config = tmp_path / "typos.yaml"
+    config.write_text(yaml.safe_dump({"domains": {"molecule": {}, "molecules": {
+        "config": "nowhere.yaml", "runs": {"mine": {"task": "property"}}}}}))
+    out = snakemake(workdir, "-n", "molecules", f"--configfile={config}", check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and "domains.molecule: unknown domain 'molecule'" in text, text[-2000:]
+    assert "domains.molecules.runs.mine: task 'property' is not a task of molecules" in text
+    assert "domains.molecules.config: nowhere.yaml not found" in text
+    good = tmp_path / "no_key.yaml"          # no `sciformer:` entry: the default command
+    good.write_text(yaml.safe_dump({"domains": {"molecules": {"runs": {"properties": {}}}}}))
+    out = snakemake(workdir, "-n", "molecules", f"--configfile={good}")
+    assert "dry-run" in out.stdout + out.stderr

@@ -13,7 +13,35 @@ from core.io import package_file
 from core.runs import run_info
 
 min_version("8.0")
-validate(config, "schemas/config.schema.yaml")
+validate(config, "schemas/config.schema.yaml")   # also fills defaults (the `sciformer` command)
+
+
+def _config_problems():
+    """What the schema cannot know: domains and tasks that exist, config files that exist. Checked when the
+    workflow loads, so a typo fails every target with its name, not as "No rule to produce ..."."""
+    from core.errors import UserError
+    problems = []
+    for domain, settings in config["domains"].items():
+        settings = settings or {}
+        try:
+            names = get_domain(domain).task_names()
+        except UserError as exc:
+            problems.append(f"domains.{domain}: {exc}")
+            continue
+        if settings.get("config") and not Path(settings["config"]).exists():
+            problems.append(f"domains.{domain}.config: {settings['config']} not found (relative paths are read "
+                            f"from {Path.cwd()})")
+        for run, rs in (settings.get("runs") or {}).items():
+            task = (rs or {}).get("task", run)
+            if task not in names:
+                problems.append(f"domains.{domain}.runs.{run}: task {task!r} is not a task of {domain}; set "
+                                f"task: to one of {', '.join(names)}")
+    return problems
+
+
+_PROBLEMS = _config_problems()
+if _PROBLEMS:
+    raise ValueError("workflow config:\n  - " + "\n  - ".join(_PROBLEMS))
 
 # One intra-op thread per job: parallelism comes from Snakemake jobs (oversubscribed threads are 10-40x slower).
 shell.prefix("set -euo pipefail; export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1; ")
