@@ -124,3 +124,13 @@ def test_test_mixtures_are_the_same_clip_at_every_snr(prepared):
         for j, snr in enumerate(snrs):
             clean, noisy = mix["clean"][k + j], mix["noisy"][k + j]
             assert N.snr_db(clean, noisy - clean) == pytest.approx(snr, abs=0.01)
+
+
+def test_own_folder_without_the_prompt_layout_says_what_training_reads(tmp_path):
+    from core.errors import UserError
+    from domains.audio.corpus import list_prompts
+    (tmp_path / "dog").mkdir()
+    (tmp_path / "dog" / "bark.flac").write_bytes(b"")
+    with pytest.raises(UserError, match=r"no \.wav prompts in .*voice folders \(found files \['\.flac'\]\); "
+                                        "training reads the Asterisk prompt layout only"):
+        list_prompts(tmp_path, 8000)

@@ -66,6 +66,11 @@ def list_prompts(root: Path | str = DEFAULT_ROOT, sample_rate: int = 8000) -> li
     if not prompts:
         kind = "wav" if ext == ".wav" else "g722"
         needed = " ".join(p for p in PACKAGES if kind in p or p == "ffmpeg")
+        if root != DEFAULT_ROOT:   # the user's own folder: say what layout training reads, not only apt-get
+            found = sorted({f.suffix.lower() for f in root.rglob("*") if f.is_file()})[:6]
+            raise UserError(f"{root}: no {ext} prompts in <lang>_<REGION>_<sex>_<Speaker>/ voice folders (found "
+                            f"files {found or 'none'}); training reads the Asterisk prompt layout only "
+                            f"({ext} at data.sample_rate={sample_rate}), see domains/audio/README.md")
         raise UserError(f"{root}: no {ext} prompts found; {INSTALL_HINT.replace(' '.join(PACKAGES), needed)}")
     return prompts
 
