@@ -77,8 +77,14 @@ def cmd_validate(args) -> int:
 
 def cmd_prepare(args) -> int:
     dom, cfg = _domain_and_config(args)
+    created = not args.output.exists()
     args.output.mkdir(parents=True, exist_ok=True)
-    hashes = dom.task_of(cfg).prepare(cfg, args.output)
+    try:
+        hashes = dom.task_of(cfg).prepare(cfg, args.output)
+    except BaseException:
+        if created and not any(args.output.iterdir()):   # a failed prepare leaves no empty folder behind
+            args.output.rmdir()
+        raise
     write_json(args.output / "resolved_config.json", cfg.resolved(hashes))
     print(f"prepared {dom.name} data in {args.output}")
     return 0

@@ -183,7 +183,11 @@ def _describe(err: jsonschema.ValidationError, schema_root: Mapping) -> str:
     expected = {k: err.schema[k] for k in ("type", "enum", "minimum", "maximum", "exclusiveMinimum",
                                            "minLength", "minItems", "pattern") if k in err.schema}
     exp = ", ".join(f"{k} {v}" for k, v in expected.items())
-    return f"{path}: {err.message}" + (f" (expected {exp})" if exp and "expected" not in err.message else "")
+    hint = ""
+    if err.validator == "type" and "array" in str(err.schema.get("type")) and not isinstance(err.instance, list):
+        hint = f"; a list is written in brackets: --set '{path}=[{err.instance}]'"
+    return (f"{path}: {err.message}" + (f" (expected {exp})" if exp and "expected" not in err.message else "")
+            + hint)
 
 
 def validate(values: Mapping, schema: Mapping, extra_checks: list[str] | None = None) -> None:

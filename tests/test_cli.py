@@ -58,6 +58,12 @@ def test_user_errors_are_one_clean_message(run_cli, tmp_path):
     code, _, err = run_cli("prepare", "-d", "molecules", "-o", tmp_path, "--set", "data.dataset=csv",
                            "--set", f"data.path={tmp_path / 'missing.csv'}", "--set", "data.targets=[y]")
     assert code == 2 and "missing.csv: file not found" in err and "Traceback" not in err
+    code, _, err = run_cli("prepare", "-d", "molecules", "-o", tmp_path / "new" / "prep", "--set", "data.dataset=csv",
+                           "--set", "data.path=missing.csv", "--set", "data.targets=y")
+    assert code == 2 and "--set 'data.targets=[y]'" in err            # a list needs brackets: said how
+    code, _, err = run_cli("prepare", "-d", "molecules", "-o", tmp_path / "new" / "prep", "--set", "data.dataset=csv",
+                           "--set", "data.path=missing.csv", "--set", "data.targets=[y]")
+    assert code == 2 and "relative path is read from" in err and not (tmp_path / "new" / "prep").exists()
     code, _, err = run_cli("train", "-d", "molecules", "-i", tmp_path / "nowhere", "-o", tmp_path / "r")
     assert code == 2 and "not a prepared data directory" in err
 

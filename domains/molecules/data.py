@@ -27,7 +27,8 @@ def targets_of(cfg: Config) -> list[str]:
 
 def _read_user_table(path: Path) -> pd.DataFrame:
     if not path.exists():
-        raise UserError(f"data.path {path}: file not found; set data.path to your CSV/Parquet file")
+        where = "" if path.is_absolute() else f" (a relative path is read from {Path.cwd()})"
+        raise UserError(f"data.path {path}: file not found{where}; set data.path to your CSV/Parquet file")
     if path.suffix.lower() == ".parquet":
         return pd.read_parquet(path)
     try:

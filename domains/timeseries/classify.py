@@ -103,7 +103,8 @@ def prepare(cfg, out_dir: Path) -> dict[str, str]:
         test_path = train_path.with_name(f"{UEA[name]}_TEST.ts")
     for p in (train_path, test_path):
         if not p.exists():
-            raise UserError(f"{p}: not found")
+            beside = f"; the *_TEST.ts must sit beside {train_path.name}" if p == test_path else ""
+            raise UserError(f"{p}: not found{beside}")
     train_file, test_file = _training_file(train_path), _training_file(test_path)
     train, y_train, test, y_test = train_file.series, train_file.labels, test_file.series, test_file.labels
     classes = sorted(set(y_train))
