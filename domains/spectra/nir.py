@@ -306,7 +306,10 @@ def evaluate(cfg: Config, prepared: Path, members) -> tuple[list[dict], pd.DataF
              "pls": pls.predict(preprocess(data["x_test"], pls_steps, window, poly)).ravel()}
     y = data["y_test"]
     dataset = cfg["nir.dataset"] if cfg["nir.dataset"] != "csv" else Path(cfg["nir.path"]).stem
-    rows = [{"task": "nir", "dataset": dataset, "split": f"test-instrument{cfg['nir.instrument']}",
+    # the shipped sets' test part is per instrument; your own file's is a seeded random share of its rows
+    split = (f"random-{cfg.get('nir.test_fraction', 0.2)}-seed{cfg['seed']}" if cfg["nir.dataset"] == "csv"
+             else f"test-instrument{cfg['nir.instrument']}")
+    rows = [{"task": "nir", "dataset": dataset, "split": split,
              "method": m, "metric": metric, "value": fn(y, p), "machine": machine_label()}
             for m, p in preds.items() for metric, fn in (("rmsep", rmse), ("r2", r2))]
     rows.append({**rows[-1], "method": "pls", "metric": "components", "value": float(pls.n_components)})

@@ -46,7 +46,9 @@ class ClassifyTask(Task):
         meta = {"kind": "classify", "dims": int(stacked.shape[1]), "classes": d["classes"].tolist(),
                 "mean": mean.tolist(), "std": std.tolist(), "encoder": dict(cfg["encoder"]),
                 "hidden": int(cfg["model.hidden"]), "dropout": float(cfg["encoder.dropout"]),
-                "dataset": cfg["data.dataset"]}
+                # rows name your .ts file (Mine_TRAIN.ts -> Mine), as forecasting names a CSV by its file
+                "dataset": (Path(str(cfg["data.path"])).name.replace("_TRAIN.ts", "") if cfg["data.dataset"] == "ts"
+                            else cfg["data.dataset"])}
         ex = {k: CL.make_examples([s for s, sp in zip(d["series"], d["split"]) if sp == k],
                                   d["labels"][d["split"] == k], mean, std) for k in ("train", "val")}
         return TrainingTask(self.build_model(meta), ex["train"], ex["val"], CL.collate, CL.classify_loss, meta)
