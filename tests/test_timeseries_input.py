@@ -218,3 +218,13 @@ def test_ts_class_label_header_that_disagrees_with_the_lines(tmp_path):
     path = _ts(tmp_path, ["1,2:3,4:1", "5,6:7,8:2"], labels="false")           # numeric labels (UEA's usual)
     with pytest.raises(UserError, match="different lengths .*'@classLabel true <labels>'"):
         TsReader(CLASSIFY).check(path)
+
+
+def test_iso_timestamps_in_another_precision_are_read():
+    """One `2023-01-21 20:00` among `...:00:00` stamps is the same kind of ISO 8601 timestamp, not a bad cell."""
+    from domains.timeseries.data import parse_times
+    values = pd.Series(["2023-01-21 18:00:00", "2023-01-21 19:00:00", "2023-01-21 20:00", "2023-01-21 21:00:00"])
+    got = parse_times(values, "x.csv", "date")
+    assert list(got.diff().dropna().unique()) == [pd.Timedelta(hours=1)]
+    with pytest.raises(UserError, match="'garbage' is not a timestamp"):
+        parse_times(pd.Series(["2023-01-21 18:00:00", "garbage"]), "x.csv", "date")

@@ -125,6 +125,11 @@ def parse_times(values: pd.Series, path, col: str) -> pd.Series:
                         f"offset); {zone_fix}")
     _ambiguous_day_month(text, time, path, col)
     bad = time.isna().to_numpy()
+    if bad.any():   # pandas infers one format from the first cells: ISO 8601 cells in another precision
+        with warnings.catch_warnings():   # (2023-01-21 20:00 among ...:00:00) are still unambiguous
+            warnings.simplefilter("ignore")
+            time[bad] = pd.to_datetime(values[bad], format="ISO8601", errors="coerce")
+        bad = time.isna().to_numpy()
     if bad.any():
         i = int(np.argmax(bad))
         with warnings.catch_warnings():
