@@ -3,8 +3,9 @@
 `prepare` writes `resolved_config.json` beside its files. `train` and `evaluate` on that folder start from
 those settings (under what their own --config/--set give), so a user need not repeat the data settings on
 every command, and a workflow that passes the same settings to every rule gets the same config as before.
-A command that gives another value for a setting the prepared files depend on (the task's `data_settings`,
-and the task itself) is refused with both values named: the files would silently disagree with it.
+A command that gives another value for a setting the prepared files depend on (the task's `data_settings`;
+"task" among them where each task prepares its own files) is refused with both values named: the files would
+silently disagree with it.
 """
 from __future__ import annotations
 
@@ -54,12 +55,12 @@ def _at(tree: Mapping[str, Any], dotted: str, missing: Any = None) -> Any:
 
 
 def governed(key: str, settings: tuple[str, ...]) -> bool:
-    """Whether dotted `key` is one of `settings` or inside one of them (the task key always is)."""
-    return key == "task" or any(key == s or key.startswith(s + ".") for s in settings)
+    """Whether dotted `key` is one of `settings` or inside one of them."""
+    return any(key == s or key.startswith(s + ".") for s in settings)
 
 
 def check_against_prepared(cfg, base: Mapping[str, Any], task, prepared: Path) -> None:
-    """Refuse a command whose --config/--set changes the task or one of its `data_settings` from the value
+    """Refuse a command whose --config/--set changes one of the task's `data_settings` from the value
     the prepared folder was made with (a value equal to the prepared one is fine: a workflow repeats them)."""
     values, missing = cfg.to_dict(), object()
     clashes = []

@@ -80,3 +80,11 @@ def test_validate_finds_data_problems_before_any_work(run_cli, tmp_path):
     assert code == 2 and "unknown motion clip 'dance'" in err
     code, _, err = run_cli("validate", "-d", "poses", "--set", "lift.val_clips=[walk]")
     assert code == 2 and "lift.test_clips and lift.val_clips share ['walk']" in err
+
+
+def test_a_domain_whose_tasks_share_one_prepare_may_train_another_task(tmp_path):
+    """audio prepares one folder for both tasks (its benchmark trains enhance and classify on it)."""
+    audio = get_domain("audio")
+    prepared = _prepared(tmp_path, domain="audio", task="enhance", data={"sample_rate": 16000})
+    cfg = audio.config(None, ["task=classify"], prepared=prepared)
+    assert cfg["task"] == "classify" and cfg["data.sample_rate"] == 16000

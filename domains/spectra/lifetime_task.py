@@ -145,6 +145,7 @@ class LifetimeTask(Task):
     prediction_settings = (*(f"lifetime.{k}" for k in PREDICT_KEYS), "lifetime.stack_gate_ps",
                            "lifetime.stack_period_ns", "lifetime.stack_axes")
     parallel_predict = False      # the map is filled tile by tile in the output set
+    data_settings = ("task",)     # the nir task prepares other files (the lifetime sets are simulated at train)
 
     def __init__(self, domain):
         super().__init__(domain)

@@ -17,7 +17,7 @@ from domains.timeseries.classify_input import TsReader, class_table
 
 
 class ClassifyTask(Task):
-    data_settings = ("data",)
+    data_settings = ("task", "data")     # each task prepares its own files
     name = "classify"
     description = "variable-length multivariate series (.ts) -> class probabilities (packed time-step tokens)"
     datasets = (*CL.UEA, "ts")

@@ -27,7 +27,7 @@ SHORT_HISTORY_BAND = "median_forecast_error"   # lagged_error without lookback +
 
 
 class ForecastTask(Task):
-    data_settings = ("data",)
+    data_settings = ("task", "data")     # each task prepares its own files
     name = "forecast"
     description = "multivariate series -> next-horizon forecasts with conformal p10/p50/p90 (iTransformer)"
     datasets = (*WHEEL, *FILE_SETS)
