@@ -72,7 +72,7 @@ def _history_end(frame: pd.DataFrame, path: Path, time_col: str, meta: Mapping[s
     if behind and not meta["allow_missing"]:
         time = frame[time_col].to_numpy()
         ahead = [t for t, e in zip(targets, ends) if e == last]
-        stops = ", ".join(f"{t} at {pd.Timestamp(time[e]) if e >= 0 else 'nowhere'}"
+        stops = ", ".join(f"{t} at {pd.Timestamp(time[e])}" if e >= 0 else f"{t} has no value at all"
                           for t, e in zip(targets, ends) if e < last)
         raise UserError(f"{path}: {ahead} has a value at {pd.Timestamp(time[last])}, after the last value of "
                         f"{behind} ({stops}); the forecast starts after the last row where every series is "
