@@ -6,9 +6,11 @@ model, optimizer and RNG state) so an interrupted run continues where it stopped
 """
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -67,10 +69,17 @@ def save_resume(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, 
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():  # dropout masks on GPU come from the CUDA generator
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    # numpy's and Python's global generators too: data augmentation draws from them (poses' flips), so a
+    # resumed run continues exactly as an uninterrupted one
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    tensors["rng.numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+    version, py_state, py_gauss = random.getstate()
     with atomic_path(path / "resume.safetensors") as tmp:
         save_file(tensors, str(tmp))
     write_json(path / "resume.json", {"progress": progress, "optimizer": opt_scalars,
-                                      "scheduler": sched.state_dict()})
+                                      "scheduler": sched.state_dict(),
+                                      "rng": {"numpy": [kind, int(pos), int(has_gauss), float(gauss)],
+                                              "python": [version, list(py_state), py_gauss]}})
 
 
 def load_resume(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched) -> dict | None:
@@ -91,6 +100,12 @@ def load_resume(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, 
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
+    rng = info.get("rng")
+    if rng and "rng.numpy" in tensors:       # (resume files written before these were saved lack them)
+        kind, pos, has_gauss, gauss = rng["numpy"]
+        np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+        version, py_state, py_gauss = rng["python"]
+        random.setstate((version, tuple(py_state), py_gauss))
     return info["progress"]
 
 

@@ -76,27 +76,30 @@ def cmd_validate(args) -> int:
 
 
 def cmd_prepare(args) -> int:
+    """Prepared into a staging folder beside -o, then moved into place as a whole (an interrupted or failed
+    prepare leaves the earlier folder untouched, or nothing); every file it wrote is hashed into
+    resolved_config.json, and train/evaluate check them before use."""
+    from core.prepared import MARKER, RESOLVED_FILE, check_replaceable, file_hashes, replace_folder
     dom, cfg = _domain_and_config(args)
-    created = not args.output.exists()
-    args.output.mkdir(parents=True, exist_ok=True)
+    check_replaceable(args.output)
+    stage = args.output.with_name(f".{args.output.name}.partial-{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
     try:
-        hashes = dom.task_of(cfg).prepare(cfg, args.output)
-    except BaseException:
-        if created and not any(args.output.iterdir()):   # a failed prepare leaves no empty folder behind
-            args.output.rmdir()
-        raise
-    write_json(args.output / "resolved_config.json", cfg.resolved(hashes))
+        hashes = dom.task_of(cfg).prepare(cfg, stage)
+        (stage / MARKER).write_text("written by sciformer prepare: this folder is replaced as a whole\n")
+        write_json(stage / RESOLVED_FILE, {**cfg.resolved(hashes), "prepared_files": file_hashes(stage)})
+        replace_folder(stage, args.output)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     print(f"prepared {dom.name} data in {args.output}")
     return 0
 
 
 def _prepared_hashes(prepared: Path) -> dict[str, str]:
-    from core.runs import read_run_json
-    f = prepared / "resolved_config.json"
-    if not f.exists():
-        raise UserError(f"{prepared}: not a prepared data directory (no resolved_config.json); "
-                        f"run `sciformer prepare -o {prepared}` first")
-    return read_run_json(f).get("data_hashes", {})
+    """The inputs' and the prepared files' hashes, the files checked against them (core/prepared.py)."""
+    from core.prepared import verified_hashes
+    return verified_hashes(prepared)
 
 
 def run_fingerprint(cfg, stage: str, init: Path | None, hashes: dict[str, str],
@@ -115,7 +118,7 @@ def run_fingerprint(cfg, stage: str, init: Path | None, hashes: dict[str, str],
     if init is not None:
         from core.runs import member_dirs
         init_hash = [file_sha256(m / "model.safetensors") for m in member_dirs(init)]
-    code = {k: v for k, v in versions().items() if k in ("sciformer", "torch")}
+    code = {k: v for k, v in versions().items() if k in ("sciformer", "sciformer_source", "torch")}
     blob = json.dumps({"config": values, "stage": stage, "data": hashes, "init": init_hash, "code": code},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -138,6 +141,7 @@ def train_member(domain: str, config: str | None, overrides: list[str], prepared
                  stage: str, init: Path | None, k: int, fingerprint: str, progress: bool | str) -> None:
     """Train ensemble member k (seed + k). Top-level so a worker process can run it. progress: True, False,
     or "lines" (plain lines even on a terminal: a worker of `train -j`)."""
+    from core.prepared import recorded_hashes
     from core.train import fit, seed_everything
     dom = registry.get_domain(domain)
     cfg = dom.config(config, overrides, prepared=prepared)
@@ -149,7 +153,7 @@ def train_member(domain: str, config: str | None, overrides: list[str], prepared
     training = task.build_training(cfg, prepared, stage, init, seed)
     fit(training, train_cfg, member, seed, extra_meta={
         "domain": dom.name, "task_name": task.name, "stage": stage, "fingerprint": fingerprint,
-        "resolved": cfg.resolved(_prepared_hashes(prepared))})
+        "resolved": cfg.resolved(recorded_hashes(prepared))})   # checked by the command
 
 
 def cmd_train(args) -> int:
@@ -230,8 +234,15 @@ def cmd_evaluate(args) -> int:
         raise UserError(f"{args.model}: the model was trained for task {trained!r} but the config says "
                         f"task={task.name}; add --set task={trained}")
     hashes = _prepared_hashes(args.input)
+    from core.predict import settings_a_model_fixes
+    differing = settings_a_model_fixes(cfg, run_info(args.model),
+                                       (*task.evaluation_only, *task.data_settings, *task.prediction_settings))
+    if differing:   # the model's own settings decide how it predicts; metrics.json records both configs
+        log.warning("the model in %s was trained with other settings than this command gives: %s; it is "
+                    "evaluated as trained", args.model, "; ".join(differing))
     members = load_members(task, args.model, pick_device(cfg["train.device"]))
     task.artifacts_dir = args.output.with_name(args.output.stem + "_artifacts")
+    args.output.unlink(missing_ok=True)    # an interrupted rerun leaves no metrics file whose artifacts are gone
     shutil.rmtree(task.artifacts_dir, ignore_errors=True)   # never mix artifacts of two evaluations
     task.artifacts_dir.mkdir(parents=True)
     rows, predictions = task.evaluate(cfg, args.input, members)
@@ -244,7 +255,8 @@ def cmd_evaluate(args) -> int:
     else:
         task.artifacts_dir.rmdir()
     write_json(args.output, {"rows": rows, "predictions": os.path.relpath(pred_path, args.output.parent),
-                             "artifacts": artifacts, "resolved": cfg.resolved(hashes)})
+                             "artifacts": artifacts, "resolved": cfg.resolved(hashes),
+                             "model": {"path": str(args.model), "resolved": run_info(args.model).get("resolved")}})
     print(format_table(rows))
     return 0
 
@@ -298,26 +310,43 @@ def cmd_report(args) -> int:
     metrics = read_json(args.input)
     if not isinstance(metrics, dict) or not {"rows", "predictions", "resolved"} <= set(metrics):
         raise UserError(f"{args.input}: not a metrics file written by `sciformer evaluate`")
-    rows = metrics["rows"]
     pred_path = args.input.parent / metrics["predictions"]
     if not pred_path.exists():
         raise UserError(f"{pred_path}: the test predictions named in {args.input} are missing; rerun evaluate")
-    args.output.mkdir(parents=True, exist_ok=True)
+    # written into a staging folder, then moved into place: a rerun leaves no figure of an earlier report and
+    # an interrupted one leaves the earlier report whole; only a missing, empty or report folder is replaced
+    from core.prepared import replace_folder
+    out = args.output
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "metrics.html").exists())):
+        raise UserError(f"{out}: exists and is not a report folder (no metrics.html); choose a new -o")
+    stage = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        figures = _write_report(dom, cfg, args.input, metrics, pred_path, stage)
+        replace_folder(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    print(f"report for {dom.name} in {out}: metrics.html, metrics.csv" + "".join(f", {f.name}" for f in figures))
+    return 0
+
+
+def _write_report(dom, cfg, metrics_path: Path, metrics: dict, pred_path: Path, folder: Path) -> list[Path]:
+    """metrics.csv, metrics.html and the task's figures into `folder`; returns the figures."""
+    rows = metrics["rows"]
     predictions = pd.read_csv(pred_path)
     # the evaluated task (a spectra nir run's metrics get nir's figures without --set task=nir)
     evaluated = (metrics["resolved"].get("config") or {}).get("task")
     task = dom.task(evaluated) if evaluated and "task" not in cfg.to_given() else dom.task_of(cfg)
     if metrics.get("artifacts"):
-        task.artifacts_dir = args.input.parent / metrics["artifacts"]
-    figures = task.report_figures(predictions, rows, args.output)
+        task.artifacts_dir = metrics_path.parent / metrics["artifacts"]
+    figures = task.report_figures(predictions, rows, folder)
     table = pd.DataFrame(rows)
-    with atomic_path(args.output / "metrics.csv") as tmp:
+    with atomic_path(folder / "metrics.csv") as tmp:
         table.to_csv(tmp, index=False)
-    with atomic_path(args.output / "metrics.html") as tmp:
+    with atomic_path(folder / "metrics.html") as tmp:
         tmp.write_text(_html_page(dom.name, format_table(rows), table, metrics["resolved"], figures))
-    print(f"report for {dom.name} in {args.output}: metrics.html, metrics.csv"
-          + "".join(f", {f.name}" for f in figures))
-    return 0
+    return figures
 
 
 def _html_page(name: str, pivot: str, table: pd.DataFrame, resolved: dict, figures: list[Path]) -> str:

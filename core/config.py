@@ -87,6 +87,17 @@ class Config:
                 "versions": versions(self.requirements), "data_hashes": dict(data_hashes or {})}
 
 
+def leaves(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{dotted key: value} of a nested mapping's values that are not (non-empty) mappings."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            out.update(leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _rebuild(domain, values, sources, requirements, given) -> Config:
     return Config(domain, _freeze(values), tuple(sources), tuple(requirements), _freeze(given))
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -65,8 +66,20 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def source_hash() -> str:
+    """sha256 of the code that ran: every .py file of core/ and domains/ (path and bytes), so an output says
+    which code made it and a trained member is not reused across code changes (the version number alone
+    does not change with every commit)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for path in sorted(p for folder in ("core", "domains") for p in (root / folder).rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def versions(extra: Iterable[str] = ()) -> dict[str, str]:
-    out = {"python": platform.python_version(), "platform": platform.platform()}
+    out = {"python": platform.python_version(), "platform": platform.platform(), "sciformer_source": source_hash()}
     for name in dict.fromkeys([*STAMPED_PACKAGES, *extra]):
         try:
             out[name] = metadata.version(name)

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import torch
 
-from core.config import Config
+from core.config import Config, leaves
 from core.cpu import reuse_freed_memory
 from core.domain import Domain
 from core.errors import UserError
@@ -83,7 +83,7 @@ def settings_a_model_fixes(config: Config, run: dict[str, Any], free: tuple[str,
     if not isinstance(model, dict):
         return []
     out = []
-    for key, value in _leaves(config.to_given()):
+    for key, value in leaves(config.to_given()).items():
         if any(key == f or key.startswith(f + ".") for f in (*free, *ALWAYS_AT_PREDICT)):
             continue
         stored = model
@@ -95,14 +95,6 @@ def settings_a_model_fixes(config: Config, run: dict[str, Any], free: tuple[str,
 
 
 _ABSENT = object()
-
-
-def _leaves(tree: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            yield from _leaves(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
 
 
 def _formats(formats) -> str:
@@ -143,7 +135,10 @@ def predict_file(domain: Domain, run_dir: Path, input_path: Path, output_path: P
             raise UserError(f"{input_path}: nothing to predict (no rows or items)")
         stats["status"] = dict(stats["status"])
         out.commit({"domain": domain.name, "task": task.name, "model": str(run_dir), "input": str(input_path),
-                    "input_sha256": input_hash(input_path), "members": len(members), "device": str(dev),
+                    "input_sha256": input_hash(input_path, reader.input_files(input_path)),
+                    "prediction_settings": used_prediction_settings(task, run_dir, config),
+                    "command_config": config.to_given() if config is not None else {},
+                    "members": len(members), "device": str(dev),
                     "threads": threads, "jobs": jobs, "on_invalid": on_invalid, "precision": precision,
                     "training": first_meta(run_dir).get("resolved"),
                     "versions": versions(domain.requirements), **stats})
@@ -273,11 +268,38 @@ def _worker_predict(batch: Batch) -> Prediction:
         return _WORKER["task"].predict(_WORKER["members"], batch, None)
 
 
-def input_hash(path: Path) -> str:
-    """SHA-256 of an input file; for a folder, of its files' relative names and hashes (sorted)."""
-    if not path.is_dir():
+def input_hash(path: Path, named: list[Path] | tuple[Path, ...] = ()) -> str:
+    """SHA-256 of an input file; for a folder, of its files' relative names and hashes (sorted). `named`: the
+    other files the input names (a manifest's clouds, recordings, settings files), so an edited file a
+    manifest points at changes the hash too."""
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(f"{f.relative_to(path)}\0{file_sha256(f)}\n".encode())
+        return h.hexdigest()
+    others = sorted({Path(p).resolve() for p in named if Path(p).is_file()} - {path.resolve()})
+    if not others:
         return file_sha256(path)
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f"{f.relative_to(path)}\0{file_sha256(f)}\n".encode())
+    h = hashlib.sha256(file_sha256(path).encode())
+    for f in others:
+        h.update(f"\n{f}\0{file_sha256(f)}".encode())
     return h.hexdigest()
+
+
+def used_prediction_settings(task: Task, run_dir: Path, config: Config | None) -> dict[str, Any]:
+    """The values of the task's prediction settings this run used: the command's where it gave them, else the
+    trained model's (recorded in .meta.json beside the outputs they shaped)."""
+    from core.config import deep_merge
+    model = (first_meta(run_dir).get("resolved") or {}).get("config") or {}
+    given = config.to_given() if config is not None else {}
+
+    def at(tree, dotted):
+        for part in dotted.split("."):
+            tree = tree.get(part) if isinstance(tree, dict) else None
+        return tree
+    out = {}
+    for key in task.prediction_settings:
+        stored, set_now = at(model, key), at(given, key)
+        both = isinstance(stored, dict) and isinstance(set_now, dict)
+        out[key] = deep_merge(stored, set_now) if both else (set_now if set_now is not None else stored)
+    return out

@@ -12,10 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from core.config import leaves
 from core.errors import UserError
 from core.io import read_json
 
 RESOLVED_FILE = "resolved_config.json"
+MARKER = ".sciformer-prepared"   # stays when a workflow deletes resolved_config.json (its output) to rerun
 
 
 def prepared_config(prepared: Path, domain: str) -> tuple[dict[str, Any], str]:
@@ -31,18 +33,6 @@ def prepared_config(prepared: Path, domain: str) -> tuple[dict[str, Any], str]:
         raise UserError(f"{prepared}: these data were prepared for the {resolved['domain']} domain, not {domain}; "
                         f"use -d {resolved['domain']} or prepare {domain} data")
     return resolved["config"], f"{path} (the prepared data's settings)"
-
-
-def leaves(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{dotted key: value} of a nested mapping's non-mapping values."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(leaves(value, dotted + "."))
-        else:
-            out[dotted] = value
-    return out
 
 
 def _at(tree: Mapping[str, Any], dotted: str, missing: Any = None) -> Any:
@@ -75,3 +65,63 @@ def check_against_prepared(cfg, base: Mapping[str, Any], task, prepared: Path) -
         raise UserError(f"{prepared}: " + "; ".join(clashes) + ". The prepared files follow their own settings: "
                         "leave these out here (train and evaluate read them from the prepared folder), or "
                         "prepare again into another folder with the new values")
+
+
+# -- writing a prepared folder as a whole; checking it before use ---------------------------------------------
+def check_replaceable(out: Path) -> None:
+    """`prepare -o OUT` replaces OUT as a whole: only a missing or empty folder, or an earlier prepared folder,
+    may be replaced (never a folder of the user's own files)."""
+    out = Path(out)
+    ours = (out / RESOLVED_FILE).exists() or (out / MARKER).exists()
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not ours)):
+        raise UserError(f"{out}: exists and is not a prepared data folder (no {RESOLVED_FILE}); prepare replaces "
+                        "its output folder as a whole, so choose a new -o (or remove that folder yourself)")
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """{path relative to folder: sha256} of every file in it (what prepare wrote)."""
+    from core.io import file_sha256
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def replace_folder(stage: Path, out: Path) -> None:
+    """Move a finished staging folder into place; an earlier `out` is moved aside first and removed after, so
+    an interruption leaves either the old folder or the new one, never a mix."""
+    import os
+    import shutil
+    out = Path(out)
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        out.rename(old)
+    Path(stage).rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recorded_hashes(prepared: Path) -> dict[str, str]:
+    """What `verified_hashes` returns, without re-reading the files (a training worker, after the command
+    checked them)."""
+    resolved = read_json(Path(prepared) / RESOLVED_FILE)
+    return {**resolved.get("data_hashes", {}),
+            **{f"prepared/{n}": d for n, d in (resolved.get("prepared_files") or {}).items()}}
+
+
+def verified_hashes(prepared: Path) -> dict[str, str]:
+    """The prepared folder's recorded hashes, after checking that every file prepare wrote is still there with
+    the same content: {source: sha256} of the inputs and {prepared/<file>: sha256} of the files (what a trained
+    member depends on and what outputs record). A folder from before files were recorded is trusted as is."""
+    from core.io import file_sha256
+    prepared = Path(prepared)
+    path = prepared / RESOLVED_FILE
+    if not path.exists():
+        raise UserError(f"{prepared}: not a prepared data directory (no {RESOLVED_FILE}); run "
+                        f"`sciformer prepare -o {prepared}` first")
+    resolved = read_json(path)
+    files = resolved.get("prepared_files") or {}
+    for name, digest in files.items():
+        f = prepared / name
+        if not f.exists() or file_sha256(f) != digest:
+            what = "is missing" if not f.exists() else "changed"
+            raise UserError(f"{f} {what} since prepare wrote it; prepare again (`sciformer prepare -o {prepared}` "
+                            "with the same settings) so the data and their recorded hashes agree")
+    return recorded_hashes(prepared)

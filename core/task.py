@@ -157,7 +157,8 @@ class Task:
         """The user's own files `prepare` will read, known from the config alone: the workflow makes them
         inputs of its prepare rule, so editing one reruns the run. By default every non-empty setting named
         `path` or `*_file` under the task's `data_settings`."""
-        from core.prepared import governed, leaves
+        from core.config import leaves
+        from core.prepared import governed
         return [Path(str(v)) for k, v in leaves(cfg.to_dict()).items()
                 if v and governed(k, self.data_settings) and (k.endswith(".path") or k.endswith("_file"))]
 

@@ -91,3 +91,13 @@ def test_table_row_count_for_progress_is_exact_after_the_check(tmp_path):
     (other := tmp_path / "other.csv").write_text("smiles\nC\nCC")     # no final line break
     reader.check(other)
     assert reader.count(other) == 2
+
+
+def test_input_hash_covers_the_files_a_manifest_names(tmp_path):
+    from core.predict import input_hash
+    (cloud := tmp_path / "a.ply").write_text("one")
+    (manifest := tmp_path / "frames.csv").write_text("cloud\na.ply\n")
+    before = input_hash(manifest, [cloud])
+    assert before != input_hash(manifest) and input_hash(manifest, [manifest]) == input_hash(manifest)
+    cloud.write_text("two")
+    assert input_hash(manifest, [cloud]) != before

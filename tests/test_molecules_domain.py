@@ -87,7 +87,7 @@ def test_on_invalid_error_names_the_row_and_leaves_no_output(trained, tmp_path, 
 @pytest.mark.parametrize("content, message", [
     ("", "empty"),
     ("id,structure\n1,CCO\n", "missing column(s) ['smiles']"),
-    ("smiles,expt\nCCO,1\n", "already has output column"),
+    ("smiles,smiles\nCCO,CCO\n", "appear more than once"),
 ])
 def test_bad_files_fail_before_the_model_loads(trained, tmp_path, run_cli, content, message):
     src = tmp_path / "in.csv"

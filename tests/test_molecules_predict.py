@@ -173,3 +173,7 @@ def test_a_labelled_file_with_its_own_smiles_column_name_is_predicted(members, t
     assert list(out.columns[:3]) == ["Structure", f"input_{target}", "input_status"]
     assert list(out[f"input_{target}"]) == [1.5, -2.0] and list(out.status) == ["ok", "ok"]
     assert out[target].notna().all()
+    import json
+    meta = json.loads((tmp_path / "p.csv.meta.json").read_text())      # what shaped this output is recorded
+    assert meta["prediction_settings"] == {"data.smiles_column": "Structure"}
+    assert meta["command_config"] == {"data": {"smiles_column": "Structure"}}

@@ -88,3 +88,62 @@ def test_a_domain_whose_tasks_share_one_prepare_may_train_another_task(tmp_path)
     prepared = _prepared(tmp_path, domain="audio", task="enhance", data={"sample_rate": 16000})
     cfg = audio.config(None, ["task=classify"], prepared=prepared)
     assert cfg["task"] == "classify" and cfg["data.sample_rate"] == 16000
+
+
+def _prepare_timeseries(run_cli, out, *sets):
+    args = ["-q", "prepare", "-d", "timeseries", "-o", out, "--set", "data.max_rows=2000"]
+    for s in sets:
+        args += ["--set", s]
+    return run_cli(*args)
+
+
+def test_prepare_replaces_its_folder_as_a_whole_and_later_steps_check_its_files(run_cli, tmp_path):
+    out = tmp_path / "prep"
+    assert _prepare_timeseries(run_cli, out)[0] == 0
+    resolved = json.loads((out / "resolved_config.json").read_text())
+    assert set(resolved["prepared_files"]) >= {p.name for p in out.iterdir() if p.name != "resolved_config.json"}
+    (out / "stale.txt").write_text("from an earlier run")          # replaced as a whole: no stale file stays
+    assert _prepare_timeseries(run_cli, out)[0] == 0 and not (out / "stale.txt").exists()
+    assert not list(tmp_path.glob(".prep.*"))                      # no staging or old folder left
+    from core.prepared import verified_hashes
+    hashes = verified_hashes(out)
+    assert any(k.startswith("prepared/") for k in hashes) and len(hashes) > len(resolved["data_hashes"])
+    victim = next(out / n for n in resolved["prepared_files"] if not n.startswith("."))
+    victim.write_bytes(victim.read_bytes() + b"\n")
+    code, _, err = run_cli("train", "-d", "timeseries", "-i", out, "-o", tmp_path / "model")
+    assert code == 2 and f"{victim} changed since prepare wrote it" in err
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's own file")
+    code, _, err = _prepare_timeseries(run_cli, mine)
+    assert code == 2 and "is not a prepared data folder" in err and (mine / "notes.txt").exists()
+
+
+def test_a_failed_prepare_keeps_the_earlier_folder(run_cli, tmp_path):
+    out = tmp_path / "prep"
+    assert _prepare_timeseries(run_cli, out)[0] == 0
+    before = (out / "resolved_config.json").read_text()
+    code, _, err = _prepare_timeseries(run_cli, out, "data.dataset=csv", f"data.path={tmp_path / 'none.csv'}")
+    assert code == 2 and (out / "resolved_config.json").read_text() == before
+    assert not list(tmp_path.glob(".prep.*"))
+
+
+def test_evaluate_records_the_models_config_and_report_replaces_its_folder(run_cli, tmp_path, caplog):
+    smoke = [a for s in get_domain("timeseries").task("forecast").smoke_overrides for a in ("--set", s)]
+    assert run_cli("-q", "prepare", "-d", "timeseries", "-o", tmp_path / "prep", *smoke)[0] == 0
+    assert run_cli("-q", "train", "-d", "timeseries", "-i", tmp_path / "prep", "-o", tmp_path / "m", *smoke)[0] == 0
+    code, _, err = run_cli("evaluate", "-d", "timeseries", "-i", tmp_path / "prep", "--model", tmp_path / "m",
+                           "-o", tmp_path / "metrics.json", *smoke, "--set", "encoder.d_model=48")
+    assert code == 0 and "trained with other settings than this command gives: encoder.d_model=48" in caplog.text
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["model"]["resolved"]["config"]["encoder"]["d_model"] != 48   # as trained, recorded
+    report = tmp_path / "report"
+    assert run_cli("-q", "report", "-d", "timeseries", "-i", tmp_path / "metrics.json", "-o", report)[0] == 0
+    (report / "old_figure.png").write_bytes(b"from an earlier report")
+    assert run_cli("-q", "report", "-d", "timeseries", "-i", tmp_path / "metrics.json", "-o", report)[0] == 0
+    assert (report / "metrics.html").exists() and not (report / "old_figure.png").exists()
+    assert not list(tmp_path.glob(".report.*"))
+    (mine := tmp_path / "mine").mkdir()
+    (mine / "thesis.tex").write_text("keep me")
+    code, _, err = run_cli("report", "-d", "timeseries", "-i", tmp_path / "metrics.json", "-o", mine)
+    assert code == 2 and "is not a report folder" in err and (mine / "thesis.tex").exists()

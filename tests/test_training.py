@@ -187,3 +187,24 @@ def test_fingerprint_ignores_display_and_evaluation_only_keys():
     assert fp(base) != fp({**base, "train": {"epochs": 4, "progress": "auto"}})
     assert fp(base, evaluation_only=()) != fp(same, evaluation_only=())                # nothing declared: all count
     assert fp({"train": {"epochs": 3}}) == fp({"train": {"epochs": 3}})                # keys absent: no error
+
+
+def test_resume_is_exact_when_augmentation_draws_from_numpy(tmp_path):
+    """A collate that draws from numpy's global generator (poses' flips) continues after a resume exactly as
+    without the interruption: numpy's and Python's generator states are saved with the checkpoint."""
+    import random
+
+    import numpy as np
+
+    def noisy(task):
+        plain = task.collate
+        task.collate = lambda items: {**plain(items), "x": plain(items)["x"] + float(np.random.normal())
+                                      + float(random.random())}
+        return task
+    fit(noisy(make_task()), TRAIN_CFG, tmp_path / "straight", seed=1)
+    with pytest.raises(KeyboardInterrupt):
+        fit(noisy(make_task(interrupt_at_epoch=2)), TRAIN_CFG, tmp_path / "resumed", seed=1)
+    np.random.seed(12345), random.seed(12345)       # whatever ran in between in this process
+    fit(noisy(make_task()), TRAIN_CFG, tmp_path / "resumed", seed=1)
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -101,12 +101,15 @@ def ensemble_size(domain, run):
 
 
 def prepare_inputs(wildcards):
-    """The run's config file and the user's data files it names (the task's `data_files`): editing either
-    reruns the run (params alone would only see their names)."""
+    """The run's config file, the user's data files it names (the task's `data_files`) and the defaults it
+    sits on (the domain's config.yaml, core/defaults.yaml): editing any of them reruns the run (params alone
+    would only see the names)."""
+    import core
     rs = RUNS[(wildcards.domain, wildcards.run)]
+    dom = get_domain(wildcards.domain)
     cfg = run_config(wildcards.domain, wildcards.run)
-    files = [str(p) for p in get_domain(wildcards.domain).task_of(cfg).data_files(cfg)]
-    return ([rs["config"]] if rs["config"] else []) + files
+    defaults = [str(dom.default_config_path()), str(Path(core.__file__).parent / "defaults.yaml")]
+    return defaults + ([rs["config"]] if rs["config"] else []) + [str(p) for p in dom.task_of(cfg).data_files(cfg)]
 
 
 def train_threads(wildcards):
