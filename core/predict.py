@@ -138,8 +138,8 @@ def predict_file(domain: Domain, run_dir: Path, input_path: Path, output_path: P
                     "input_sha256": input_hash(input_path, reader.input_files(input_path)),
                     "prediction_settings": used_prediction_settings(task, run_dir, config),
                     "command_config": config.to_given() if config is not None else {},
-                    "members": len(members), "device": str(dev),
-                    "threads": threads, "jobs": jobs, "chunk_size": chunk_size, "on_invalid": on_invalid, "precision": precision,
+                    "members": len(members), "device": str(dev), "threads": threads, "jobs": jobs,
+                    "chunk_size": chunk_size, "on_invalid": on_invalid, "precision": precision,
                     "training": first_meta(run_dir).get("resolved"),
                     "versions": versions(domain.requirements), **stats})
     return stats
