@@ -92,10 +92,13 @@ def replace_folder(stage: Path, out: Path) -> None:
     import shutil
     out = Path(out)
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
+    if out.exists() or out.is_symlink():
         out.rename(old)
     Path(stage).rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    if old.is_symlink():      # -o was a link: the link goes, the folder it pointed at stays
+        old.unlink()
+    else:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def recorded_hashes(prepared: Path) -> dict[str, str]:
