@@ -81,7 +81,7 @@ def cmd_prepare(args) -> int:
     resolved_config.json, and train/evaluate check them before use."""
     from core.prepared import MARKER, RESOLVED_FILE, check_replaceable, file_hashes, replace_folder
     dom, cfg = _domain_and_config(args)
-    args.output = args.output.absolute()     # `-o .` has no name to put a staging folder beside
+    args.output = args.output.resolve()      # `-o .` has no name to stage beside; a linked -o: the folder it points at
     check_replaceable(args.output)
     stage = args.output.with_name(f".{args.output.name}.partial-{os.getpid()}")
     shutil.rmtree(stage, ignore_errors=True)
@@ -317,7 +317,7 @@ def cmd_report(args) -> int:
     # written into a staging folder, then moved into place: a rerun leaves no figure of an earlier report and
     # an interrupted one leaves the earlier report whole; only a missing, empty or report folder is replaced
     from core.prepared import replace_folder
-    out = args.output.absolute()
+    out = args.output.resolve()
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "metrics.html").exists())):
         raise UserError(f"{out}: exists and is not a report folder (no metrics.html); choose a new -o")
     stage = out.with_name(f".{out.name}.partial-{os.getpid()}")
