@@ -121,6 +121,50 @@ def select_study(base: list[str], prepared: Path) -> dict[str, float]:
     return means
 
 
+KEEPS = (9, 10, 11)      # frames kept after pair 0: every one cuts >= 40 % of the FLOPs (46 / 43 / 40 %)
+CV_FOLDS = 3
+
+
+def cv_study(base: list[str]) -> dict[int, float]:
+    """How many frame tokens HoT keeps (`lift.model.hot_keep`), chosen by leave-clips-out cross-validation over
+    the clips that are not test clips (the two validation clips alone could not show pruning's cost on test
+    motions: docs/benchmarks.md). Those clips, sorted, are dealt into CV_FOLDS folds (every third); per fold:
+    prepare with the fold as validation (no real clips), train the base model by the benchmark's rule, then
+    fine-tune 4 epochs with each keep and without pruning (the control); best validation MPJPE. Rule, fixed
+    before it ran: the most pruning (fewest kept frames) whose mean cost over the folds, MPJPE / control - 1, is
+    <= 1 %; if none is, the least costly. No test frame is predicted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.domain import get_domain
+    from domains.poses.motions import clip_names
+    cfg = get_domain("poses").config(None, base)
+    pool = [c for c in clip_names() if c not in set(cfg["lift.test_clips"])]
+    folds = [pool[k::CV_FOLDS] for k in range(CV_FOLDS)]
+    variants = {"control": [], **{f"keep{k}": ["lift.model.hot=true", f"lift.model.hot_keep={k}"] for k in KEEPS}}
+
+    def run_fold(k: int) -> dict[str, float]:
+        work = OUT / "cv" / f"fold{k}"
+        fold = [*base, f"lift.val_clips=[{', '.join(folds[k])}]", "lift.real.clips=[]"]
+        prepare(fold, work / "prepared")
+        run_cli("train", "-d", "poses", *sets(fold), "-i", str(work / "prepared"), "-o", str(work / "base"))
+        got = {}
+        for name, extra in variants.items():
+            run_cli("train", "-d", "poses", *sets(fold + FINE_TUNE + extra), "-i", str(work / "prepared"),
+                    "-o", str(work / name), "--init", str(work / "base"))
+            got[name] = validation_mpjpe(work / name)[0]
+        log(f"fold {k} (validation clips {folds[k]}): " + ", ".join(f"{n} {v:.1f}" for n, v in got.items()))
+        return got
+
+    with ThreadPoolExecutor(2) as threads:
+        per_fold = list(threads.map(run_fold, range(CV_FOLDS)))
+    costs = {k: sum(f[f"keep{k}"] / f["control"] - 1 for f in per_fold) / CV_FOLDS for k in KEEPS}
+    for k in KEEPS:
+        log(f"hot_keep={k}: mean CV cost {100 * costs[k]:+.2f} % MPJPE against the unpruned fine-tune")
+    within = [k for k in KEEPS if costs[k] <= 0.01]
+    log(f"chosen by the rule: hot_keep={min(within) if within else min(KEEPS, key=costs.get)}")
+    return costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -131,8 +175,14 @@ def main() -> None:
     parser.add_argument("--select-study", action="store_true",
                         help="HoT's token selection chosen on validation: fine-tune with each lift.model.hot_select "
                              "(seeds 0-2) and print validation MPJPE only; no test number is computed")
+    parser.add_argument("--cv-study", action="store_true",
+                        help="HoT's kept frames chosen by leave-clips-out cross-validation over the non-test clips "
+                             "(validation numbers only; no test number is computed)")
     args = parser.parse_args()
     base = (QUICK if args.quick else BENCH) + args.set
+    if args.cv_study:
+        cv_study(base)
+        return
     prepared = OUT / "prepared"
     t0 = time.perf_counter()
     prepare(base, prepared)
