@@ -85,7 +85,7 @@ def carve_validation(labels: np.ndarray, cfg: Config, source: str) -> np.ndarray
     _, va, _ = chem.random_split(len(train), (1 - val_frac, val_frac, 0.0), int(cfg["data.replicate"]))
     labels = labels.copy()
     labels[train[va]] = "val"
-    log.info("%s has no validation molecules: %d of its %d training molecules were set aside for validation "
+    log.warning("%s has no validation molecules: %d of its %d training molecules were set aside for validation "
              "(seeded random, data.replicate=%d)", source, len(va), len(train), int(cfg["data.replicate"]))
     return labels
 
