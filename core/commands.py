@@ -76,23 +76,27 @@ def cmd_validate(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    """Prepared into a staging folder beside -o, then moved into place as a whole (an interrupted or failed
-    prepare leaves the earlier folder untouched, or nothing); every file it wrote is hashed into
-    resolved_config.json, and train/evaluate check them before use."""
-    from core.prepared import MARKER, RESOLVED_FILE, check_replaceable, file_hashes, replace_folder
+    """Prepared into a staging folder inside -o, then moved into place (core/folders.py): an interrupted or
+    failed prepare leaves the earlier files as they were; a rerun replaces only what the earlier prepare wrote.
+    Every file it wrote is hashed into resolved_config.json, and train/evaluate check them before use."""
+    from core.folders import install, staging
+    from core.prepared import MARKER, RESOLVED_FILE, file_hashes, legacy_entries
     dom, cfg = _domain_and_config(args)
-    args.output = args.output.resolve()      # `-o .` has no name to stage beside; a linked -o: the folder it points at
-    check_replaceable(args.output)
-    stage = args.output.with_name(f".{args.output.name}.partial-{os.getpid()}")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
+    created = not args.output.exists()
+    stage = staging(args.output)
     try:
         hashes = dom.task_of(cfg).prepare(cfg, stage)
-        (stage / MARKER).write_text("written by sciformer prepare: this folder is replaced as a whole\n")
         write_json(stage / RESOLVED_FILE, {**cfg.resolved(hashes), "prepared_files": file_hashes(stage)})
-        replace_folder(stage, args.output)
+        install(stage, args.output, MARKER, last=RESOLVED_FILE, legacy=legacy_entries(args.output))
+    except UserError as exc:   # nothing is installed, but a file the message points to is kept where it says
+        for name in exc.keep:
+            if (stage / name).exists() and not (args.output / name).exists():
+                os.replace(stage / name, args.output / name)
+        raise UserError(str(exc).replace(str(stage), str(args.output))) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if created and args.output.is_dir() and not any(args.output.iterdir()):
+            args.output.rmdir()     # a failed prepare leaves no empty folder behind
     print(f"prepared {dom.name} data in {args.output}")
     return 0
 
@@ -104,9 +108,9 @@ def _prepared_hashes(prepared: Path) -> dict[str, str]:
 
 
 def run_fingerprint(cfg, stage: str, init: Path | None, hashes: dict[str, str],
-                    evaluation_only: tuple[str, ...] = ()) -> str:
+                    evaluation_only: tuple[str, ...] = (), with_code: bool = True) -> str:
     """What a trained member depends on: config (not display settings, not the task's evaluation-only keys),
-    stage, data, and the init weights."""
+    stage, data, the init weights and (`with_code`) the code's source hash."""
     values = cfg.to_dict()
     for key in ("train.progress", *evaluation_only):
         *parents, leaf = key.split(".")
@@ -119,27 +123,33 @@ def run_fingerprint(cfg, stage: str, init: Path | None, hashes: dict[str, str],
     if init is not None:
         from core.runs import member_dirs
         init_hash = [file_sha256(m / "model.safetensors") for m in member_dirs(init)]
-    code = {k: v for k, v in versions().items() if k in ("sciformer", "sciformer_source", "torch")}
+    code = {k: v for k, v in versions().items() if k in ("sciformer", "torch") + ("sciformer_source",) * with_code}
     blob = json.dumps({"config": values, "stage": stage, "data": hashes, "init": init_hash, "code": code},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _reusable(member: Path, fingerprint: str) -> bool:
-    """A finished member trained from the same inputs is kept; one from other inputs is removed, so a
-    changed config, data set or init never silently reuses stale weights."""
+def _reusable(member: Path, fingerprints: tuple[str, str]) -> bool:
+    """A finished member trained from the same inputs and code is kept; one from other inputs is removed, so a
+    changed config, data set, init or code never silently reuses stale weights. An interrupted member whose
+    inputs match but whose code changed since (a fix made while it trained) is resumed, with a warning."""
     if not (member / "meta.json").exists():
         return False
     meta = read_json(member / "meta.json")
-    if meta.get("fingerprint") != fingerprint:
-        log.info("%s was trained from other inputs; retraining it", member)
+    full, inputs = fingerprints
+    partial = (member / "resume.json").exists()
+    if meta.get("fingerprint") != full:
+        if partial and meta.get("inputs_fingerprint") == inputs:
+            log.warning("%s was interrupted under other code; resuming it with this code", member)
+            return False
+        log.info("%s was trained from other inputs or code; retraining it", member)
         shutil.rmtree(member)
         return False
-    return "train_seconds" in meta and not (member / "resume.json").exists()
+    return "train_seconds" in meta and not partial
 
 
 def train_member(domain: str, config: str | None, overrides: list[str], prepared: Path, member: Path,
-                 stage: str, init: Path | None, k: int, fingerprint: str, progress: bool | str) -> None:
+                 stage: str, init: Path | None, k: int, fingerprint: tuple[str, str], progress: bool | str) -> None:
     """Train ensemble member k (seed + k). Top-level so a worker process can run it. progress: True, False,
     or "lines" (plain lines even on a terminal: a worker of `train -j`)."""
     from core.prepared import recorded_hashes
@@ -153,7 +163,8 @@ def train_member(domain: str, config: str | None, overrides: list[str], prepared
     seed_everything(seed)  # before the model is built: its initial weights come from the global RNG
     training = task.build_training(cfg, prepared, stage, init, seed)
     fit(training, train_cfg, member, seed, extra_meta={
-        "domain": dom.name, "task_name": task.name, "stage": stage, "fingerprint": fingerprint,
+        "domain": dom.name, "task_name": task.name, "stage": stage, "fingerprint": fingerprint[0],
+        "inputs_fingerprint": fingerprint[1],
         "resolved": cfg.resolved(recorded_hashes(prepared))})   # checked by the command
 
 
@@ -173,7 +184,8 @@ def cmd_train(args) -> int:
     n_members = int(task.train_settings(cfg, stage)["ensemble"]) if final else 1
     members = [args.output / f"member_{k}" for k in range(n_members)]
     (args.output / RUN_FILE).unlink(missing_ok=True)  # written again only when every member is done
-    fingerprint = run_fingerprint(cfg, stage, args.init, hashes, task.evaluation_only)
+    fingerprint = (run_fingerprint(cfg, stage, args.init, hashes, task.evaluation_only),
+                   run_fingerprint(cfg, stage, args.init, hashes, task.evaluation_only, with_code=False))
     todo = [k for k, m in enumerate(members) if not _reusable(m, fingerprint)]
     call = [(dom.name, args.config, args.set, args.input, members[k], stage, args.init, k, fingerprint)
             for k in todo]
@@ -314,18 +326,15 @@ def cmd_report(args) -> int:
     pred_path = args.input.parent / metrics["predictions"]
     if not pred_path.exists():
         raise UserError(f"{pred_path}: the test predictions named in {args.input} are missing; rerun evaluate")
-    # written into a staging folder, then moved into place: a rerun leaves no figure of an earlier report and
-    # an interrupted one leaves the earlier report whole; only a missing, empty or report folder is replaced
-    from core.prepared import replace_folder
-    out = args.output.resolve()
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "metrics.html").exists())):
-        raise UserError(f"{out}: exists and is not a report folder (no metrics.html); choose a new -o")
-    stage = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
+    # staged, then moved into place (core/folders.py): a rerun removes the figures of the earlier report and
+    # nothing else; metrics.html, the completion file, comes last
+    from core.folders import install, staging
+    out = args.output
+    stage = staging(out)
     try:
         figures = _write_report(dom, cfg, args.input, metrics, pred_path, stage)
-        replace_folder(stage, out)
+        legacy = ["metrics.html", "metrics.csv"] if (out / "metrics.html").exists() else []
+        install(stage, out, ".sciformer-report", last="metrics.html", legacy=legacy)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     print(f"report for {dom.name} in {out}: metrics.html, metrics.csv" + "".join(f", {f.name}" for f in figures))

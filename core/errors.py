@@ -2,9 +2,15 @@
 
 
 class UserError(Exception):
-    """Bad input or configuration. The message names the file/row/field and says how to fix it."""
+    """Bad input or configuration. The message names the file/row/field and says how to fix it. `keep`: files
+    (relative to a staged output folder) that the message points to, kept when the rest of the output is not
+    (prepare's rejected.csv)."""
 
     exit_code = 2
+
+    def __init__(self, message: str = "", keep: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.keep = tuple(keep)
 
 
 class ConfigError(UserError):

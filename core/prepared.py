@@ -1,8 +1,9 @@
 """The settings a prepared data folder was made with, as the base of the later steps' configs.
 
 `prepare` writes `resolved_config.json` beside its files. `train` and `evaluate` on that folder start from
-those settings (under what their own --config/--set give), so a user need not repeat the data settings on
-every command, and a workflow that passes the same settings to every rule gets the same config as before.
+those settings (under what their own --config/--set give; the `train` and `encoder` sections excepted: those
+are the training command's own), so a user need not repeat the data settings on every command, and a
+workflow that passes the same settings to every rule gets the same config as before.
 A command that gives another value for a setting the prepared files depend on (the task's `data_settings`;
 "task" among them where each task prepares its own files) is refused with both values named: the files would
 silently disagree with it.
@@ -17,7 +18,9 @@ from core.errors import UserError
 from core.io import read_json
 
 RESOLVED_FILE = "resolved_config.json"
-MARKER = ".sciformer-prepared"   # stays when a workflow deletes resolved_config.json (its output) to rerun
+COMMAND_OWN = ("train", "encoder")   # sections train/evaluate never inherit from the prepared folder
+MARKER = ".sciformer-prepared"   # what prepare wrote (core/folders.py); stays when a workflow deletes
+                                 # resolved_config.json (its output) to rerun
 
 
 def prepared_config(prepared: Path, domain: str) -> tuple[dict[str, Any], str]:
@@ -32,7 +35,10 @@ def prepared_config(prepared: Path, domain: str) -> tuple[dict[str, Any], str]:
     if resolved.get("domain") not in (None, domain):
         raise UserError(f"{prepared}: these data were prepared for the {resolved['domain']} domain, not {domain}; "
                         f"use -d {resolved['domain']} or prepare {domain} data")
-    return resolved["config"], f"{path} (the prepared data's settings)"
+    # how to train is the training command's own business: an earlier prepare's train.*/encoder.* (a
+    # benchmark reusing a prepared folder) must not leak into it
+    base = {k: v for k, v in resolved["config"].items() if k not in COMMAND_OWN}
+    return base, f"{path} (the prepared data's settings, without {'/'.join(COMMAND_OWN)})"
 
 
 def _at(tree: Mapping[str, Any], dotted: str, missing: Any = None) -> Any:
@@ -67,17 +73,7 @@ def check_against_prepared(cfg, base: Mapping[str, Any], task, prepared: Path) -
                         "prepare again into another folder with the new values")
 
 
-# -- writing a prepared folder as a whole; checking it before use ---------------------------------------------
-def check_replaceable(out: Path) -> None:
-    """`prepare -o OUT` replaces OUT as a whole: only a missing or empty folder, or an earlier prepared folder,
-    may be replaced (never a folder of the user's own files)."""
-    out = Path(out)
-    ours = (out / RESOLVED_FILE).exists() or (out / MARKER).exists()
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not ours)):
-        raise UserError(f"{out}: exists and is not a prepared data folder (no {RESOLVED_FILE}); prepare replaces "
-                        "its output folder as a whole, so choose a new -o (or remove that folder yourself)")
-
-
+# -- checking a prepared folder before use -------------------------------------------------------------------
 def file_hashes(folder: Path) -> dict[str, str]:
     """{path relative to folder: sha256} of every file in it (what prepare wrote)."""
     from core.io import file_sha256
@@ -85,20 +81,14 @@ def file_hashes(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def replace_folder(stage: Path, out: Path) -> None:
-    """Move a finished staging folder into place; an earlier `out` is moved aside first and removed after, so
-    an interruption leaves either the old folder or the new one, never a mix."""
-    import os
-    import shutil
-    out = Path(out)
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists() or out.is_symlink():
-        out.rename(old)
-    Path(stage).rename(out)
-    if old.is_symlink():      # -o was a link: the link goes, the folder it pointed at stays
-        old.unlink()
-    else:
-        shutil.rmtree(old, ignore_errors=True)
+def legacy_entries(out: Path) -> list[str]:
+    """What a prepare from before the marker wrote into `out`: the files its resolved_config.json records
+    (none when it recorded none: those files are then kept, and a name clash stops the run)."""
+    path = Path(out) / RESOLVED_FILE
+    if not path.exists():
+        return []
+    files = (read_json(path).get("prepared_files") or {})
+    return sorted({n.split("/")[0] for n in files} | {RESOLVED_FILE})
 
 
 def recorded_hashes(prepared: Path) -> dict[str, str]:

@@ -97,26 +97,31 @@ def _prepare_timeseries(run_cli, out, *sets):
     return run_cli(*args)
 
 
-def test_prepare_replaces_its_folder_as_a_whole_and_later_steps_check_its_files(run_cli, tmp_path):
+def test_prepare_replaces_what_it_wrote_and_later_steps_check_its_files(run_cli, tmp_path):
     out = tmp_path / "prep"
+    (out / "raw").mkdir(parents=True)
+    (out / "raw" / "mine.csv").write_text("a user's own data kept in -o")
     assert _prepare_timeseries(run_cli, out)[0] == 0
     resolved = json.loads((out / "resolved_config.json").read_text())
-    assert set(resolved["prepared_files"]) >= {p.name for p in out.iterdir() if p.name != "resolved_config.json"}
-    (out / "stale.txt").write_text("from an earlier run")          # replaced as a whole: no stale file stays
-    assert _prepare_timeseries(run_cli, out)[0] == 0 and not (out / "stale.txt").exists()
-    assert not list(tmp_path.glob(".prep.*"))                      # no staging or old folder left
+    assert "series.parquet" in resolved["prepared_files"] and (out / "raw" / "mine.csv").exists()
+    # another task's prepare into the same folder: the forecast files go, the user's file stays
+    assert _prepare_timeseries(run_cli, out, "task=classify", "data.dataset=japanesevowels")[0] == 0
+    assert not (out / "series.parquet").exists() and (out / "raw" / "mine.csv").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".staging-")]
+    assert _prepare_timeseries(run_cli, out)[0] == 0
     from core.prepared import verified_hashes
     hashes = verified_hashes(out)
-    assert any(k.startswith("prepared/") for k in hashes) and len(hashes) > len(resolved["data_hashes"])
-    victim = next(out / n for n in resolved["prepared_files"] if not n.startswith("."))
+    assert any(k.startswith("prepared/") for k in hashes)
+    victim = out / "series.parquet"
     victim.write_bytes(victim.read_bytes() + b"\n")
     code, _, err = run_cli("train", "-d", "timeseries", "-i", out, "-o", tmp_path / "model")
     assert code == 2 and f"{victim} changed since prepare wrote it" in err
-    mine = tmp_path / "mine"
-    mine.mkdir()
-    (mine / "notes.txt").write_text("the user's own file")
-    code, _, err = _prepare_timeseries(run_cli, mine)
-    assert code == 2 and "is not a prepared data folder" in err and (mine / "notes.txt").exists()
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    (clash / "series.parquet").write_text("the user's own file of the same name")
+    code, _, err = _prepare_timeseries(run_cli, clash)
+    assert code == 2 and "series.parquet already there and not written by an earlier run" in err
+    assert (clash / "series.parquet").read_text().startswith("the user's")
 
 
 def test_a_failed_prepare_keeps_the_earlier_folder(run_cli, tmp_path):
@@ -125,7 +130,7 @@ def test_a_failed_prepare_keeps_the_earlier_folder(run_cli, tmp_path):
     before = (out / "resolved_config.json").read_text()
     code, _, err = _prepare_timeseries(run_cli, out, "data.dataset=csv", f"data.path={tmp_path / 'none.csv'}")
     assert code == 2 and (out / "resolved_config.json").read_text() == before
-    assert not list(tmp_path.glob(".prep.*"))
+    assert not [p for p in out.iterdir() if p.name.startswith(".staging-")]
 
 
 def test_evaluate_records_the_models_config_and_report_replaces_its_folder(run_cli, tmp_path, caplog):
@@ -139,11 +144,10 @@ def test_evaluate_records_the_models_config_and_report_replaces_its_folder(run_c
     assert metrics["model"]["resolved"]["config"]["encoder"]["d_model"] != 48   # as trained, recorded
     report = tmp_path / "report"
     assert run_cli("-q", "report", "-d", "timeseries", "-i", tmp_path / "metrics.json", "-o", report)[0] == 0
+    marker = report / ".sciformer-report"           # as if an earlier report had drawn one more figure
+    marker.write_text(json.dumps([*json.loads(marker.read_text()), "old_figure.png"]))
     (report / "old_figure.png").write_bytes(b"from an earlier report")
+    (report / "thesis.tex").write_text("the user's own file")
     assert run_cli("-q", "report", "-d", "timeseries", "-i", tmp_path / "metrics.json", "-o", report)[0] == 0
     assert (report / "metrics.html").exists() and not (report / "old_figure.png").exists()
-    assert not list(tmp_path.glob(".report.*"))
-    (mine := tmp_path / "mine").mkdir()
-    (mine / "thesis.tex").write_text("keep me")
-    code, _, err = run_cli("report", "-d", "timeseries", "-i", tmp_path / "metrics.json", "-o", mine)
-    assert code == 2 and "is not a report folder" in err and (mine / "thesis.tex").exists()
+    assert (report / "thesis.tex").exists() and not [p for p in report.iterdir() if p.name.startswith(".staging")]

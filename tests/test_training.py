@@ -208,3 +208,20 @@ def test_resume_is_exact_when_augmentation_draws_from_numpy(tmp_path):
     fit(noisy(make_task()), TRAIN_CFG, tmp_path / "resumed", seed=1)
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_interrupted_member_resumes_across_a_code_fix_but_not_across_other_inputs(tmp_path):
+    import json
+
+    from core.commands import _reusable
+    member = tmp_path / "member_0"
+    member.mkdir()
+    (member / "meta.json").write_text(json.dumps({"fingerprint": "code1", "inputs_fingerprint": "inputs"}))
+    (member / "resume.json").write_text("{}")
+    assert not _reusable(member, ("code2", "inputs")) and (member / "resume.json").exists()   # resumed
+    assert not _reusable(member, ("code2", "other")) and not member.exists()                  # retrained
+    member.mkdir()
+    (member / "meta.json").write_text(json.dumps({"fingerprint": "code1", "inputs_fingerprint": "inputs",
+                                                  "train_seconds": 1.0}))
+    assert _reusable(member, ("code1", "inputs"))                     # finished, same code: kept as is
+    assert not _reusable(member, ("code2", "inputs")) and not member.exists()   # finished under other code

@@ -223,7 +223,8 @@ def prepare(cfg: Config, out_dir: Path) -> dict[str, str]:
     check_targets(table, clean, rejected, targets, out_dir / REJECTED)
     if len(clean) < 10:
         raise UserError(f"only {len(clean)} valid molecules after cleaning ({len(rejected)} rejected, see "
-                        f"{out_dir / REJECTED} for each row and why); at least 10 are needed to train")
+                        f"{out_dir / REJECTED} for each row and why); at least 10 are needed to train",
+                        keep=(REJECTED,))
     if row_labels is None:
         clean["split"] = split_indices(cfg, clean["smiles"].tolist(), n_test)
     else:

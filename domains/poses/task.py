@@ -37,7 +37,9 @@ class LiftTask(Task):
     parallel_predict = False
     evaluation_only = ("lift.baselines", "lift.mmpose_videopose3d_27", "lift.mlp_lifter", "lift.peer_jobs",
                        "lift.speed_frames")
-    data_settings = tuple(f"lift.{k}" for k in DATA_KEYS)    # what the prepared splits depend on
+    # what the prepared splits depend on; the flip augmentation is drawn at training time, so it may change
+    data_settings = (*(f"lift.{k}" for k in DATA_KEYS if k != "augment"), "lift.augment.speeds",
+                     "lift.augment.bodies", "lift.augment.bone_spread")
 
     def check_data(self, cfg) -> list[str]:
         """The clips the split names exist and belong to one split each."""

@@ -145,7 +145,11 @@ class LifetimeTask(Task):
     prediction_settings = (*(f"lifetime.{k}" for k in PREDICT_KEYS), "lifetime.stack_gate_ps",
                            "lifetime.stack_period_ns", "lifetime.stack_axes")
     parallel_predict = False      # the map is filled tile by tile in the output set
-    data_settings = ("task",)     # the nir task prepares other files (the lifetime sets are simulated at train)
+    # prepare simulates the validation and test sets from these (training draws fresh pixels from the same prior)
+    data_settings = ("task", *(f"lifetime.{k}" for k in (
+        "preset", "instruments", "gates", "gate_ps", "period_ns", "tau1", "tau2", "mono_fraction", "photons",
+        "train_photons", "irf_jitter_ns", "irf_fwhm_ps", "irf_shapes", "background", "bins", "patch", "n_val",
+        "n_test", "n_test_high", "n_test_ood")))
 
     def __init__(self, domain):
         super().__init__(domain)

@@ -125,7 +125,8 @@ def value_messages(frame: pd.DataFrame, columns: list[str], x: np.ndarray) -> np
 
 
 class NirTask(Task):
-    data_settings = ("task", "nir.dataset", "nir.path", "nir.target", "nir.instrument", "nir.val_fraction")
+    data_settings = ("task", "nir.dataset", "nir.path", "nir.target", "nir.instrument", "nir.val_fraction",
+                     "nir.test_fraction")
     name = "nir"
     description = "NIR spectra -> a property (PLS + learned correction, its share chosen on validation)"
     smoke_overrides = SMOKE
