@@ -14,7 +14,8 @@ import pandas as pd
 
 from core import distributed
 from core import domain as registry
-from core.errors import UserError
+from core.config import value_at
+from core.errors import ConfigError, UserError
 from core.io import atomic_path, file_sha256, read_json, versions, write_json
 from core.task import Task
 
@@ -62,7 +63,6 @@ def cmd_validate(args) -> int:
         task_name = dom.task_of(cfg).name
         problems = dom.task_of(cfg).check_data(cfg)    # what prepare would refuse, found without preparing
         if problems:
-            from core.errors import ConfigError
             raise ConfigError(problems, source="data")
     print(f"config OK for {dom.name}/{task_name} (sources: {', '.join(cfg.sources)})")
     if args.input:
@@ -101,32 +101,27 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-def _prepared_hashes(prepared: Path) -> dict[str, str]:
-    """The inputs' and the prepared files' hashes, the files checked against them (core/prepared.py)."""
-    from core.prepared import verified_hashes
-    return verified_hashes(prepared)
-
-
-def run_fingerprint(cfg, stage: str, init: Path | None, hashes: dict[str, str],
-                    evaluation_only: tuple[str, ...] = (), with_code: bool = True) -> str:
+def run_fingerprints(cfg, stage: str, init: Path | None, hashes: dict[str, str],
+                     evaluation_only: tuple[str, ...] = ()) -> tuple[str, str]:
     """What a trained member depends on: config (not display settings, not the task's evaluation-only keys),
-    stage, data, the init weights and (`with_code`) the code's source hash."""
+    stage, data and the init weights, with the code's source hash and without it: (full, inputs only)."""
     values = cfg.to_dict()
     for key in ("train.progress", *evaluation_only):
         *parents, leaf = key.split(".")
-        node = values
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
+        node = value_at(values, ".".join(parents)) if parents else values
         if isinstance(node, dict):
             node.pop(leaf, None)
     init_hash = None
     if init is not None:
         from core.runs import member_dirs
         init_hash = [file_sha256(m / "model.safetensors") for m in member_dirs(init)]
-    code = {k: v for k, v in versions().items() if k in ("sciformer", "torch") + ("sciformer_source",) * with_code}
-    blob = json.dumps({"config": values, "stage": stage, "data": hashes, "init": init_hash, "code": code},
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    code = {k: v for k, v in versions().items() if k in ("sciformer", "torch", "sciformer_source")}
+
+    def digest(code_part: dict) -> str:
+        blob = json.dumps({"config": values, "stage": stage, "data": hashes, "init": init_hash, "code": code_part},
+                          sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+    return digest(code), digest({k: v for k, v in code.items() if k != "sciformer_source"})
 
 
 def _reusable(member: Path, fingerprints: tuple[str, str]) -> bool:
@@ -169,6 +164,7 @@ def train_member(domain: str, config: str | None, overrides: list[str], prepared
 
 
 def cmd_train(args) -> int:
+    from core.prepared import verified_hashes
     from core.runs import CALIBRATION_FILE, RUN_FILE, run_files
     dom, cfg = _domain_and_config(args, prepared=args.input)
     task = dom.task_of(cfg)
@@ -176,7 +172,7 @@ def cmd_train(args) -> int:
     if stage not in task.stages:
         raise UserError(f"--stage {stage!r} is not a stage of {dom.name}/{task.name}; choose one of "
                         f"{', '.join(task.stages)}")
-    hashes = _prepared_hashes(args.input)
+    hashes = verified_hashes(args.input)
     if args.init and not args.init.exists():
         raise UserError(f"--init {args.init}: no such run directory; train the earlier stage first")
     final = stage == task.stages[-1]
@@ -184,8 +180,7 @@ def cmd_train(args) -> int:
     n_members = int(task.train_settings(cfg, stage)["ensemble"]) if final else 1
     members = [args.output / f"member_{k}" for k in range(n_members)]
     (args.output / RUN_FILE).unlink(missing_ok=True)  # written again only when every member is done
-    fingerprint = (run_fingerprint(cfg, stage, args.init, hashes, task.evaluation_only),
-                   run_fingerprint(cfg, stage, args.init, hashes, task.evaluation_only, with_code=False))
+    fingerprint = run_fingerprints(cfg, stage, args.init, hashes, task.evaluation_only)
     todo = [k for k, m in enumerate(members) if not _reusable(m, fingerprint)]
     call = [(dom.name, args.config, args.set, args.input, members[k], stage, args.init, k, fingerprint)
             for k in todo]
@@ -238,18 +233,20 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from core.predict import settings_a_model_fixes
+    from core.prepared import verified_hashes
     from core.runs import load_members, run_info
     from core.train import pick_device
     dom, cfg = _domain_and_config(args, prepared=args.input)
     task = dom.task_of(cfg)
-    trained = run_info(args.model).get("task")
+    run = run_info(args.model)
+    trained = run.get("task")
     if trained and trained != task.name:
         raise UserError(f"{args.model}: the model was trained for task {trained!r} but the config says "
                         f"task={task.name}; add --set task={trained}")
-    hashes = _prepared_hashes(args.input)
-    from core.predict import settings_a_model_fixes
-    differing = settings_a_model_fixes(cfg, run_info(args.model),
-                                       (*task.evaluation_only, *task.data_settings, *task.prediction_settings))
+    hashes = verified_hashes(args.input)
+    differing = settings_a_model_fixes(cfg, run, (*task.evaluation_only, *task.data_settings,
+                                                  *task.prediction_settings))
     if differing:   # the model's own settings decide how it predicts; metrics.json records both configs
         log.warning("the model in %s was trained with other settings than this command gives: %s; it is "
                     "evaluated as trained", args.model, "; ".join(differing))
@@ -269,7 +266,7 @@ def cmd_evaluate(args) -> int:
         task.artifacts_dir.rmdir()
     write_json(args.output, {"rows": rows, "predictions": os.path.relpath(pred_path, args.output.parent),
                              "artifacts": artifacts, "resolved": cfg.resolved(hashes),
-                             "model": {"path": str(args.model), "resolved": run_info(args.model).get("resolved")}})
+                             "model": {"path": str(args.model), "resolved": run.get("resolved")}})
     print(format_table(rows))
     return 0
 

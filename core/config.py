@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import jsonschema
 import yaml
@@ -96,6 +96,21 @@ def leaves(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def value_at(tree: Mapping[str, Any], dotted: str, missing: Any = None) -> Any:
+    """The value at a dotted key of a nested mapping, or `missing`."""
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return missing
+        node = node[part]
+    return node
+
+
+def within(key: str, settings: Iterable[str]) -> bool:
+    """Whether dotted `key` is one of `settings` or inside one of them (a section)."""
+    return any(key == s or key.startswith(s + ".") for s in settings)
 
 
 def _rebuild(domain, values, sources, requirements, given) -> Config:

@@ -85,14 +85,12 @@ class Domain:
         """Defaults <- (the `prepared` folder's settings) <- --config <- --set. With `prepared`, train and
         evaluate read the data's own settings (its targets, columns, task), and a command that gives another
         value for one of the task's `data_settings` is refused: the prepared files would not match it."""
-        if prepared is None:
-            return resolve(self.name, self.default_config_path(), self.schema(), config_file, overrides,
-                           extra_check=self._check, requirements=self.requirements)
         from core.prepared import check_against_prepared, prepared_config
-        base, source = prepared_config(prepared, self.name)
+        base, source = prepared_config(prepared, self.name) if prepared is not None else (None, "")
         cfg = resolve(self.name, self.default_config_path(), self.schema(), config_file, overrides,
                       extra_check=self._check, requirements=self.requirements, base=base, base_source=source)
-        check_against_prepared(cfg, base, self.task_of(cfg), prepared)
+        if base is not None:
+            check_against_prepared(cfg, base, self.task_of(cfg), prepared)
         return cfg
 
     def self_check(self) -> str:

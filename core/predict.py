@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import torch
 
-from core.config import Config, leaves
+from core.config import Config, leaves, value_at, within
 from core.cpu import reuse_freed_memory
 from core.domain import Domain
 from core.errors import UserError
@@ -84,11 +84,9 @@ def settings_a_model_fixes(config: Config, run: dict[str, Any], free: tuple[str,
         return []
     out = []
     for key, value in leaves(config.to_given()).items():
-        if any(key == f or key.startswith(f + ".") for f in (*free, *ALWAYS_AT_PREDICT)):
+        if within(key, (*free, *ALWAYS_AT_PREDICT)):
             continue
-        stored = model
-        for part in key.split("."):
-            stored = stored.get(part, _ABSENT) if isinstance(stored, dict) else _ABSENT
+        stored = value_at(model, key, _ABSENT)
         if stored != value:
             out.append(f"{key}={value!r} (the model's: {'none' if stored is _ABSENT else repr(stored)})")
     return out
@@ -292,14 +290,9 @@ def used_prediction_settings(task: Task, run_dir: Path, config: Config | None) -
     from core.config import deep_merge
     model = (first_meta(run_dir).get("resolved") or {}).get("config") or {}
     given = config.to_given() if config is not None else {}
-
-    def at(tree, dotted):
-        for part in dotted.split("."):
-            tree = tree.get(part) if isinstance(tree, dict) else None
-        return tree
     out = {}
     for key in task.prediction_settings:
-        stored, set_now = at(model, key), at(given, key)
+        stored, set_now = value_at(model, key), value_at(given, key)
         both = isinstance(stored, dict) and isinstance(set_now, dict)
         out[key] = deep_merge(stored, set_now) if both else (set_now if set_now is not None else stored)
     return out

@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from core.config import leaves
+from core.config import leaves, value_at, within
 from core.errors import UserError
-from core.io import read_json
+from core.io import file_sha256, read_json
 
 RESOLVED_FILE = "resolved_config.json"
 COMMAND_OWN = ("train", "encoder")   # sections train/evaluate never inherit from the prepared folder
@@ -23,15 +23,22 @@ MARKER = ".sciformer-prepared"   # what prepare wrote (core/folders.py); stays w
                                  # resolved_config.json (its output) to rerun
 
 
-def prepared_config(prepared: Path, domain: str) -> tuple[dict[str, Any], str]:
-    """(the prepared folder's resolved settings, a source label for the config's `sources`)."""
+def read_resolved(prepared: Path, domain: str | None = None) -> dict[str, Any]:
+    """The prepared folder's resolved_config.json, refused clearly when the folder is not a prepared one."""
     path = Path(prepared) / RESOLVED_FILE
     if not path.exists():
         raise UserError(f"{prepared}: not a prepared data directory (no {RESOLVED_FILE}); run "
-                        f"`sciformer prepare -d {domain} -o {prepared}` first")
+                        f"`sciformer prepare{f' -d {domain}' if domain else ''} -o {prepared}` first")
     resolved = read_json(path)
     if not isinstance(resolved, dict) or not isinstance(resolved.get("config"), dict):
         raise UserError(f"{path}: not written by `sciformer prepare` (no resolved config); prepare again")
+    return resolved
+
+
+def prepared_config(prepared: Path, domain: str) -> tuple[dict[str, Any], str]:
+    """(the prepared folder's resolved settings, a source label for the config's `sources`)."""
+    path = Path(prepared) / RESOLVED_FILE
+    resolved = read_resolved(prepared, domain)
     if resolved.get("domain") not in (None, domain):
         raise UserError(f"{prepared}: these data were prepared for the {resolved['domain']} domain, not {domain}; "
                         f"use -d {resolved['domain']} or prepare {domain} data")
@@ -41,30 +48,16 @@ def prepared_config(prepared: Path, domain: str) -> tuple[dict[str, Any], str]:
     return base, f"{path} (the prepared data's settings, without {'/'.join(COMMAND_OWN)})"
 
 
-def _at(tree: Mapping[str, Any], dotted: str, missing: Any = None) -> Any:
-    node: Any = tree
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return missing
-        node = node[part]
-    return node
-
-
-def governed(key: str, settings: tuple[str, ...]) -> bool:
-    """Whether dotted `key` is one of `settings` or inside one of them."""
-    return any(key == s or key.startswith(s + ".") for s in settings)
-
-
 def check_against_prepared(cfg, base: Mapping[str, Any], task, prepared: Path) -> None:
     """Refuse a command whose --config/--set changes one of the task's `data_settings` from the value
     the prepared folder was made with (a value equal to the prepared one is fine: a workflow repeats them)."""
     values, missing = cfg.to_dict(), object()
     clashes = []
     for key in sorted(leaves(cfg.to_given())):
-        if not governed(key, task.data_settings):
+        if not within(key, task.data_settings):
             continue
-        was = _at(base, key, missing)
-        now = _at(values, key)
+        was = value_at(base, key, missing)
+        now = value_at(values, key)
         if was is not missing and was != now:
             clashes.append(f"{key}: this command gives {now!r}, the data were prepared with {was!r}")
     if clashes:
@@ -76,7 +69,6 @@ def check_against_prepared(cfg, base: Mapping[str, Any], task, prepared: Path) -
 # -- checking a prepared folder before use -------------------------------------------------------------------
 def file_hashes(folder: Path) -> dict[str, str]:
     """{path relative to folder: sha256} of every file in it (what prepare wrote)."""
-    from core.io import file_sha256
     folder = Path(folder)
     return {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -103,14 +95,8 @@ def verified_hashes(prepared: Path) -> dict[str, str]:
     """The prepared folder's recorded hashes, after checking that every file prepare wrote is still there with
     the same content: {source: sha256} of the inputs and {prepared/<file>: sha256} of the files (what a trained
     member depends on and what outputs record). A folder from before files were recorded is trusted as is."""
-    from core.io import file_sha256
     prepared = Path(prepared)
-    path = prepared / RESOLVED_FILE
-    if not path.exists():
-        raise UserError(f"{prepared}: not a prepared data directory (no {RESOLVED_FILE}); run "
-                        f"`sciformer prepare -o {prepared}` first")
-    resolved = read_json(path)
-    files = resolved.get("prepared_files") or {}
+    files = read_resolved(prepared).get("prepared_files") or {}
     for name, digest in files.items():
         f = prepared / name
         if not f.exists() or file_sha256(f) != digest:

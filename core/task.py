@@ -157,10 +157,9 @@ class Task:
         """The user's own files `prepare` will read, known from the config alone: the workflow makes them
         inputs of its prepare rule, so editing one reruns the run. By default every non-empty setting named
         `path` or `*_file` under the task's `data_settings`."""
-        from core.config import leaves
-        from core.prepared import governed
+        from core.config import leaves, within
         return [Path(str(v)) for k, v in leaves(cfg.to_dict()).items()
-                if v and governed(k, self.data_settings) and (k.endswith(".path") or k.endswith("_file"))]
+                if v and within(k, self.data_settings) and (k.endswith(".path") or k.endswith("_file"))]
 
     def build_training(self, cfg: Config, prepared: Path, stage: str, init: Path | None, seed: int) -> TrainingTask:
         raise NotImplementedError

@@ -174,11 +174,11 @@ def test_diverged_training_stops_with_a_clear_error(tmp_path):
 def test_fingerprint_ignores_display_and_evaluation_only_keys():
     """A trained member is reused when only progress display or a task's evaluation-only keys (its baselines'
     settings) changed, and retrained when anything the model depends on changed."""
-    from core.commands import run_fingerprint
+    from core.commands import run_fingerprints
     from core.config import Config
 
     def fp(values, evaluation_only=("lift.peer", "lift.peer_jobs")):
-        return run_fingerprint(Config("d", values), "train", None, {"train.npz": "abc"}, evaluation_only)
+        return run_fingerprints(Config("d", values), "train", None, {"train.npz": "abc"}, evaluation_only)[0]
 
     base = {"train": {"epochs": 3, "progress": "auto"}, "lift": {"peer": {"epochs": 3}, "peer_jobs": 1, "hot": False}}
     same = {"train": {"epochs": 3, "progress": "never"}, "lift": {"peer": {"epochs": 30}, "peer_jobs": 2, "hot": False}}
