@@ -9,7 +9,12 @@ PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 key=$(cat env/install.sh env/requirements.txt env/constraints.txt env/shims/* pyproject.toml | sha256sum | cut -c1-16)
 stamp="$VENV/.installed-$key"
-[ -f "$stamp" ] && exit 0
+# yapf (imported by mmengine, so by every mmpose import) writes a grammar cache under ~/.cache/YAPF on its first
+# import and renames the file into place before flushing it (yapf 0.43); two processes importing it at once on a
+# fresh machine (pytest -n 2, snakemake -c2) can then read it half-written: "EOFError: Ran out of input". Write it
+# once here, on every run (the user cache may have been cleared since the install).
+warm_caches() { "$VENV/bin/python" -c 'import yapf' >/dev/null; }
+[ -f "$stamp" ] && { warm_caches; exit 0; }
 
 # Debian packages, each for a reason:
 #   libusb-1.0-0: open3d-cpu 0.20 links libusb-1.0 at import time;
@@ -55,4 +60,5 @@ cp env/shims/mmcv_ops.py "$site/mmcv/ops/__init__.py"
 cp env/shims/simcc_vis.py "$site/mmpose/visualization/simcc_vis.py"
 rm -f "$VENV"/.installed-*
 touch "$stamp"
+warm_caches
 echo "environment ready: $VENV"
