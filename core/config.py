@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import jsonschema
 import yaml
@@ -235,24 +235,32 @@ def _check_attention(values: Mapping) -> list[str]:
 
 def resolve(domain: str, domain_defaults: Path, domain_schema: Mapping, config_file: str | Path | None = None,
             overrides: list[str] | None = None, extra_check=None, requirements: tuple[str, ...] = (),
-            base: Mapping[str, Any] | None = None, base_source: str = "") -> Config:
+            base: Mapping[str, Any] | None = None, base_source: str = "",
+            task_defaults: Callable[[str | None], tuple[str, ...]] | None = None) -> Config:
     """Build and validate the config for `domain`. `extra_check(dict) -> list[str]` adds domain rules
     that a JSON schema cannot express (cross-field constraints); its problems are reported with the rest.
     `base`: settings an earlier step resolved (the prepared data's), laid over the defaults and under what
-    this command gives, so a later step need not repeat them."""
+    this command gives, so a later step need not repeat them. `task_defaults(task name) -> --set items`: the
+    chosen task's own defaults, laid over the domain's (under `base` and what the command gives)."""
     values = deep_merge(load_yaml(_HERE / "defaults.yaml"), load_yaml(domain_defaults))
     sources, given = [str(domain_defaults)], {}
-    if base is not None:
-        values = deep_merge(values, base)
-        sources.append(base_source or "earlier step")
     if config_file:
         user = load_yaml(config_file)
         user.pop("domain", None)  # a config file may name its domain; the CLI's --domain decides
         given = deep_merge(given, user)
-        sources.append(str(config_file))
     if overrides:
         given = deep_merge(given, parse_overrides(overrides))
-        sources.extend(f"--set {o}" for o in overrides)
+    chosen_task = value_at(deep_merge(deep_merge(values, base or {}), given), "task")
+    own = task_defaults(chosen_task if isinstance(chosen_task, str) else None) if task_defaults else ()
+    if own:
+        values = deep_merge(values, parse_overrides(list(own)))
+        sources.append(f"task {chosen_task} defaults: {', '.join(own)}")
+    if base is not None:
+        values = deep_merge(values, base)
+        sources.append(base_source or "earlier step")
+    if config_file:
+        sources.append(str(config_file))
+    sources.extend(f"--set {o}" for o in overrides or [])
     values = deep_merge(values, given)
     schema = merged_schema(domain_schema)
     validator = jsonschema.Draft202012Validator(schema)

@@ -88,10 +88,16 @@ class Domain:
         from core.prepared import check_against_prepared, prepared_config
         base, source = prepared_config(prepared, self.name) if prepared is not None else (None, "")
         cfg = resolve(self.name, self.default_config_path(), self.schema(), config_file, overrides,
-                      extra_check=self._check, requirements=self.requirements, base=base, base_source=source)
+                      extra_check=self._check, requirements=self.requirements, base=base, base_source=source,
+                      task_defaults=self._task_defaults)
         if base is not None:
             check_against_prepared(cfg, base, self.task_of(cfg), prepared)
         return cfg
+
+    def _task_defaults(self, name: str | None) -> tuple[str, ...]:
+        known = {t.name: t for t in self.tasks}
+        task = known.get(name) if name is not None else (self.tasks[0] if self.tasks else None)
+        return task.task_defaults if task is not None else ()   # an unknown task is reported by _check
 
     def self_check(self) -> str:
         """A one-line real call into the domain's field packages for `sciformer doctor` (raise if broken)."""

@@ -100,6 +100,10 @@ class Task:
     # `--set` overrides for a seconds-scale run on real data: the contract test (parametrized over every
     # registered (domain, task), as timm's tests are over every model) runs the whole pipeline with them
     smoke_overrides: ClassVar[tuple[str, ...]] = ()
+    # `--set`-style settings this task uses where the domain's defaults suit another task (e.g. a classify
+    # dataset where the domain defaults to a forecasting one): laid over the domain's config.yaml, under the
+    # prepared folder's settings and under anything the user gives
+    task_defaults: ClassVar[tuple[str, ...]] = ()
     default_output: ClassVar[str] = "predictions.csv"   # what the workflow's predict rule writes (-o)
     # dotted config keys that only `evaluate` reads (its baselines' settings): left out of the trained members'
     # fingerprint, so retuning a baseline does not retrain the model

@@ -57,6 +57,23 @@ def test_user_file_then_set_override_order(molecules, tmp_path):
     json.dumps(resolved)  # serializable as written beside outputs
 
 
+def test_task_defaults_sit_under_what_the_user_gives(tmp_path):
+    """timeseries' classify task uses a classify dataset where the domain default is a forecasting one
+    (a workflow run `classify` with no settings failed validation); anything the user gives wins."""
+    ts = get_domain("timeseries")
+    assert ts.config(None, ["task=classify"])["data.dataset"] == "japanesevowels"
+    assert ts.config(None, [])["data.dataset"] == "vic_elec"
+    assert ts.config(None, ["task=classify", "data.dataset=basicmotions"])["data.dataset"] == "basicmotions"
+    f = tmp_path / "c.yaml"
+    f.write_text("task: classify\n")
+    cfg = ts.config(f, [])
+    assert cfg["data.dataset"] == "japanesevowels"
+    assert "task classify defaults: data.dataset=japanesevowels" in cfg.sources
+    assert "data" not in cfg.given          # not the user's: a prepared folder's check would not cite it
+    with pytest.raises(ConfigError, match="vic_elec' is not a classify dataset"):
+        ts.config(f, ["data.dataset=vic_elec"])
+
+
 def test_bad_yaml_and_missing_file_name_the_file(molecules, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [unclosed\n")
