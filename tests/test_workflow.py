@@ -161,3 +161,32 @@ def test_workflow_config_typos_fail_every_target_with_their_names(workdir, tmp_p
     good.write_text(yaml.safe_dump({"domains": {"molecules": {"runs": {"properties": {}}}}}))
     out = snakemake(workdir, "-n", "molecules", f"--configfile={good}")
     assert "dry-run" in out.stdout + out.stderr
+
+
+def _jobs(dry_run_output: str) -> set[str]:
+    """The rule names of a dry run's "Job stats" table (between its header and the `total` row)."""
+    table = dry_run_output.split("Job stats:")[1].split("total")[0]
+    return {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+\s*$", table, re.M)}
+
+
+def test_retuning_training_reruns_train_not_prepare(workdir, tmp_path):
+    """A run whose `set:` changes only train.*/encoder.* reruns train and what follows, not prepare (every rule
+    got every setting, so Snakemake's params trigger re-prepared the data); a data setting still reruns it."""
+    runs = {"rerun": {"task": "forecast"}}
+    base = {**TEST_CONFIG, "domains": {"timeseries": {**TEST_CONFIG["domains"]["timeseries"], "runs": runs}}}
+    settings = base["domains"]["timeseries"]["set"]
+
+    def dry_run(extra: list[str]) -> set[str]:
+        config = tmp_path / "rerun.yaml"
+        config.write_text(yaml.safe_dump({**base, "domains": {"timeseries": {"set": [*settings, *extra],
+                                                                             "runs": runs}}}))
+        out = snakemake(workdir, "-n", "-c1", f"--configfile={config}", "results/timeseries/rerun/metrics.json")
+        return _jobs(out.stdout)
+
+    prepared = "results/timeseries/rerun/prepared/resolved_config.json"
+    config = tmp_path / "rerun.yaml"
+    config.write_text(yaml.safe_dump(base))
+    snakemake(workdir, "-c1", f"--configfile={config}", prepared)
+    assert dry_run([]) == {"train", "evaluate"}
+    assert dry_run(["train.lr=0.002", "encoder.dropout=0.2"]) == {"train", "evaluate"}
+    assert dry_run(["data.max_rows=1500"]) == {"prepare", "train", "evaluate"}

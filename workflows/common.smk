@@ -86,6 +86,20 @@ def run_args(wildcards):
     return " ".join(shlex.quote(a) for a in args)
 
 
+def prepare_args(wildcards):
+    """run_args without the sections prepare never reads (core.prepared.COMMAND_OWN: train.*, encoder.*), so
+    retuning training in a run's `set:` reruns train and what follows, not prepare (Snakemake reruns a job
+    whose params changed). The whole config is still validated when the workflow loads (run_config)."""
+    from core.config import within
+    from core.prepared import COMMAND_OWN
+    rs = RUNS[(wildcards.domain, wildcards.run)]
+    args = ["--config", rs["config"]] if rs["config"] else []
+    for item in [f"task={rs['task']}", *rs["set"]]:
+        if not within(item.split("=", 1)[0].strip(), COMMAND_OWN):
+            args += ["--set", item]
+    return " ".join(shlex.quote(a) for a in args)
+
+
 @functools.cache
 def run_config(domain, run):
     """The run's resolved config (the domain's defaults, the run's --config and --set), as the CLI reads it."""

@@ -14,7 +14,7 @@ rule prepare:
     output: f"{R}/prepared/resolved_config.json",
     log: f"{R}/logs/prepare.log",
     benchmark: f"{R}/benchmarks/prepare.tsv"
-    params: sciformer=SCIFORMER, run=RUN_DIR, args=run_args
+    params: sciformer=SCIFORMER, run=RUN_DIR, args=prepare_args
     resources: mem_mb=resources("prepare", "mem_mb", 4000), runtime=resources("prepare", "runtime", 30), cpus_per_task=1
     shell: "{params.sciformer} prepare -d {wildcards.domain} -o {params.run}/prepared {params.args} > {log} 2>&1"
 
