@@ -132,5 +132,5 @@ def test_own_folder_without_the_prompt_layout_says_what_training_reads(tmp_path)
     (tmp_path / "dog").mkdir()
     (tmp_path / "dog" / "bark.flac").write_bytes(b"")
     with pytest.raises(UserError, match=r"no \.wav prompts in .*voice folders \(found files \['\.flac'\]\); "
-                                        "training reads the Asterisk prompt layout only"):
+                                        r"data.source=asterisk reads this prompt layout .* set data.source=folders"):
         list_prompts(tmp_path, 8000)

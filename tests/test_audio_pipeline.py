@@ -92,7 +92,7 @@ def test_classify_rows_compare_with_both_baselines(audio, tmp_path):
     assert {r["method"] for r in rows} == {"sciformer", "mfcc-logreg", "mel-cnn"} | alone
     assert {r["metric"] for r in rows} == {"accuracy", "log_loss"}
     assert all(0 <= r["value"] <= 1 for r in rows if r["metric"] == "accuracy")
-    assert len(per_clip) == rows[0]["clips"] and set(per_clip.voice) == set(members[0].metadata["task"]["classes"])
+    assert len(per_clip) == rows[0]["clips"] and set(per_clip.label) == set(members[0].metadata["task"]["classes"])
     assert task.report_figures(per_clip, rows, tmp_path / "report")
 
 

@@ -31,6 +31,12 @@ class AudioDomain(Domain):
         d, problems = values["data"], []
         if d["val_fraction"] + d["test_fraction"] >= 1:
             problems.append("data.val_fraction + data.test_fraction: must leave prompts for training (sum < 1)")
+        if d["source"] == "asterisk" and d["sample_rate"] not in (8000, 16000):
+            problems.append(f"data.sample_rate: the prompt packages come at 8000 (.wav) or 16000 (G.722), not "
+                            f"{d['sample_rate']}; other rates are for your own recordings (data.source=folders)")
+        if d["source"] == "folders" and values["task"] == "enhance":
+            problems.append("data.source=folders: your labelled recordings train classification only (task=classify); "
+                            "enhancement trains on clean prompts it mixes noise into (data.source=asterisk)")
         if sum(d["music_folds"]) >= 1:
             problems.append("data.music_folds: the train and validation parts must leave music for testing (sum < 1)")
         return problems

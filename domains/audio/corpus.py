@@ -69,10 +69,84 @@ def list_prompts(root: Path | str = DEFAULT_ROOT, sample_rate: int = 8000) -> li
         if root != DEFAULT_ROOT:   # the user's own folder: say what layout training reads, not only apt-get
             found = sorted({f.suffix.lower() for f in root.rglob("*") if f.is_file()})[:6]
             raise UserError(f"{root}: no {ext} prompts in <lang>_<REGION>_<sex>_<Speaker>/ voice folders (found "
-                            f"files {found or 'none'}); training reads the Asterisk prompt layout only "
-                            f"({ext} at data.sample_rate={sample_rate}), see domains/audio/README.md")
+                            f"files {found or 'none'}); data.source=asterisk reads this prompt layout ({ext} at "
+                            f"data.sample_rate={sample_rate}); for your own labelled recordings in one folder per "
+                            "label, set data.source=folders (domains/audio/README.md)")
         raise UserError(f"{root}: no {ext} prompts found; {INSTALL_HINT.replace(' '.join(PACKAGES), needed)}")
     return prompts
+
+
+def list_labelled(root: Path | str) -> list[Prompt]:
+    """Your own labelled clips (`data.source: folders`): `root/<label>/**/<file>` in any format libsndfile reads;
+    the label is the subfolder's name, and a clip's identity is its path inside root."""
+    from domains.audio.newdata import READABLE, UNREADABLE_AUDIO
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"data.root: {root} is not a folder; with data.source=folders it holds one subfolder per "
+                        "label, each with that label's recordings")
+    clips, unusable = [], []
+    for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for f in sorted(p for p in label_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            if f.suffix.lower() in READABLE:
+                name = f.relative_to(root).as_posix()
+                clips.append(Prompt(label_dir.name, label_dir.name, name, f))
+            elif f.suffix.lower() in UNREADABLE_AUDIO:
+                unusable.append(f.relative_to(root).as_posix())
+    if unusable:
+        more = " ..." if len(unusable) > 5 else ""
+        raise UserError(f"{root}: {len(unusable)} recordings in a format libsndfile cannot read "
+                        f"({', '.join(unusable[:5])}{more}); convert them (e.g. ffmpeg -i X X.flac) or move them "
+                        "out (nothing was prepared)")
+    labels = sorted({c.voice for c in clips})
+    if len(labels) < 2:
+        raise UserError(f"{root}: found {len(clips)} recordings in {len(labels)} label folder(s) "
+                        f"({', '.join(labels) or 'none'}); classification needs at least 2 subfolders, one per label, "
+                        f"each with recordings ({', '.join(sorted(READABLE))})")
+    return clips
+
+
+def label_folds(clips: list[Prompt], seed: int, val_fraction: float, test_fraction: float) -> list[str]:
+    """'train' | 'val' | 'test' per clip, stratified by label: within each label the clips are ordered by a seeded
+    hash of their path (a file's place does not depend on the listing order or the other files' names) and the
+    first round(n * test_fraction) go to test, the next round(n * val_fraction) to validation, at least one each."""
+    by_label: dict[str, list[int]] = {}
+    for i, c in enumerate(clips):
+        by_label.setdefault(c.voice, []).append(i)
+    small = {k: len(v) for k, v in by_label.items() if len(v) < 3}
+    if small:
+        raise UserError("labels with fewer than 3 usable recordings (one each for train, validation and test): "
+                        + ", ".join(f"{k} ({n})" for k, n in sorted(small.items()))
+                        + "; add recordings to those folders or move them out of data.root")
+    folds = ["train"] * len(clips)
+    for idx in by_label.values():
+        order = sorted(idx, key=lambda i: hashlib.sha256(f"{seed}:{clips[i].name}".encode()).digest())
+        n_test = max(1, round(len(idx) * test_fraction))
+        n_val = min(max(1, round(len(idx) * val_fraction)), len(idx) - n_test - 1)
+        for i in order[:n_test]:
+            folds[i] = "test"
+        for i in order[n_test:n_test + n_val]:
+            folds[i] = "val"
+    return folds
+
+
+def load_labelled(clips: list[Prompt], sample_rate: int) -> list[np.ndarray]:
+    """Mono float32 at sample_rate (channels averaged, resampled by librosa); a file that cannot be decoded stops
+    the run naming it."""
+    import librosa
+    import soundfile as sf
+    out = []
+    for c in clips:
+        try:   # soundfile reads every READABLE format (libsndfile >= 1.1 has MP3): no deprecated audioread fallback
+            audio, rate = sf.read(c.path, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+            raise UserError(f"{c.path}: cannot be read as audio ({err}); replace or remove it (nothing was "
+                            "prepared)") from None
+        audio = audio.mean(1)
+        if not np.all(np.isfinite(audio)):
+            raise UserError(f"{c.path}: has NaN or infinite samples; fix or remove it (nothing was prepared)")
+        out.append(librosa.resample(audio, orig_sr=rate, target_sr=sample_rate).astype(np.float32)
+                   if rate != sample_rate else audio)
+    return out
 
 
 def prompt_fold(name: str, seed: int, val_fraction: float, test_fraction: float) -> str:

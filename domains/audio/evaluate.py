@@ -127,11 +127,14 @@ def evaluate_classify(cfg, prepared: Path, members, cnn_members=None) -> tuple[l
     if cnn_members:
         probs["mel-cnn"] = encoder_probabilities(cnn_members, test)     # a baseline: never pooled
     rows = []
+    # your own recordings: rows name the folder, and the split is by recording (there is no shared prompt text)
+    own = cfg["data.source"] == "folders"
+    dataset = Path(str(cfg["data.root"])).name if own else dataset_name(sr)
     for method, p in probs.items():
-        rows += metric_rows("classify", dataset_name(sr), "unseen-prompts", method,
+        rows += metric_rows("classify", dataset, "held-out-recordings" if own else "unseen-prompts", method,
                             {"accuracy": accuracy(y, p), "log_loss": log_loss(y, p)}, clips=int(len(y)))
     idx = np.flatnonzero(manifest.prompt_fold == "test")
-    out = pd.DataFrame({"voice": manifest.voice[idx].values, "prompt": manifest.prompt[idx].values,
+    out = pd.DataFrame({"label": manifest.voice[idx].values, "clip": manifest.prompt[idx].values,
                         "seconds": manifest.seconds[idx].values})
     for method, p in probs.items():
         out[f"pred_{method}"] = np.array(classes)[p.argmax(1)]

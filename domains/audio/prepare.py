@@ -12,20 +12,25 @@ prompts); training voices contribute train-prompt clips (training) and val-promp
 and no prompt text is shared between training and test. Classification: every voice, folds by prompt text.
 Training mixtures are drawn afresh every epoch (domains.audio.tasks); noise sources are split too: music
 tracks are cut in time, babble comes from the same side of the split as the target voice.
+
+Your own labelled recordings (`data.source: folders`, classification only): `data.root/<label>/...`, any format
+and rate (resampled to data.sample_rate), folds stratified by label (corpus.label_folds); no mixtures are made.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from core.errors import UserError
-from core.io import atomic_path
+from core.io import atomic_path, file_sha256
 from domains.audio import corpus as C
 from domains.audio import noise as N
 
+log = logging.getLogger("sciformer.audio")
 MANIFEST, CLEAN, VAL, TEST = "manifest.csv", "clean.npz", "enhance_val.npz", "enhance_test.npz"
 
 
@@ -73,8 +78,10 @@ def music_split(tracks: dict[str, np.ndarray], folds: list[float]) -> dict[str, 
 def prepare(cfg, out_dir: Path) -> dict[str, str]:
     out_dir = Path(out_dir)
     sr, seed = int(cfg["data.sample_rate"]), int(cfg["seed"])
-    prompts = C.list_prompts(cfg["data.root"], sr)
-    test_speakers = set(cfg["data.test_speakers"])
+    own = cfg["data.source"] == "folders"
+    fractions = float(cfg["data.val_fraction"]), float(cfg["data.test_fraction"])
+    prompts = C.list_labelled(cfg["data.root"]) if own else C.list_prompts(cfg["data.root"], sr)
+    test_speakers = set() if own else set(cfg["data.test_speakers"])
     unknown = test_speakers - {p.speaker for p in prompts}
     if unknown:
         raise UserError(f"data.test_speakers: {sorted(unknown)} not among the speakers found under "
@@ -82,15 +89,22 @@ def prepare(cfg, out_dir: Path) -> dict[str, str]:
     per_voice = int(cfg["data.max_per_voice"])
     if per_voice:
         prompts = subsample(prompts, per_voice)
-    raw = C.load_prompts(prompts, sr)
+    raw = C.load_labelled(prompts, sr) if own else C.load_prompts(prompts, sr)
     clips = [trim(a, sr, float(cfg["data.trim_db"]), float(cfg["data.trim_keep_s"]), float(cfg["data.max_seconds"]))
              for a in raw]
     keep = [i for i, a in enumerate(clips) if len(a) >= int(0.25 * sr)]   # drops empty/blip files
+    if own and len(keep) < len(clips):
+        dropped = [prompts[i].name for i in sorted(set(range(len(clips))) - set(keep))]
+        log.warning("left out %d recordings shorter than 0.25 s after trimming silence below peak - %g dB "
+                    "(data.trim_db): %s%s", len(dropped), float(cfg["data.trim_db"]), ", ".join(dropped[:5]),
+                    " ..." if len(dropped) > 5 else "")
     prompts, clips = [prompts[i] for i in keep], [clips[i] for i in keep]
-    folds = [C.prompt_fold(p.name, seed, float(cfg["data.val_fraction"]), float(cfg["data.test_fraction"]))
-             for p in prompts]
+    folds = C.label_folds(prompts, seed, *fractions) if own else [C.prompt_fold(p.name, seed, *fractions)
+                                                                   for p in prompts]
     enh = [(f if f == "test" else "babble") if p.speaker in test_speakers else (f if f != "test" else "none")
            for p, f in zip(prompts, folds)]
+    if own:
+        enh = ["none"] * len(prompts)     # enhancement trains on the prompts only (check_config says so)
     manifest = pd.DataFrame({"voice": [p.voice for p in prompts], "speaker": [p.speaker for p in prompts],
                              "prompt": [p.name for p in prompts], "path": [str(p.path) for p in prompts],
                              "seconds": [len(a) / sr for a in clips], "prompt_fold": folds, "enhance_fold": enh})
@@ -99,6 +113,11 @@ def prepare(cfg, out_dir: Path) -> dict[str, str]:
     save_arrays(out_dir / CLEAN, [np.round(np.clip(a, -1, 1) * 32767).astype(np.int16) for a in clips],
                 sample_rate=np.array(sr))
 
+    if own:   # the user's files by content (the packages' prompts are fixed by their Debian version)
+        digest = hashlib.sha256("".join(f"{p.name}:{file_sha256(p.path)}" for p in prompts).encode()).hexdigest()
+        log.info("%d labelled recordings, %d labels; train / val / test %d / %d / %d (stratified by label)",
+                 len(prompts), len({p.voice for p in prompts}), *(folds.count(f) for f in ("train", "val", "test")))
+        return {"labelled-clips": digest}
     music = music_split(C.music_tracks(sr), list(cfg["data.music_folds"]))
     kinds = tuple(cfg["data.noise_kinds"])
     rng = np.random.default_rng(seed + 1)

@@ -40,12 +40,13 @@ def enhance_figures(predictions: pd.DataFrame, metrics: list[dict], out_dir: Pat
 
 
 def classify_figures(predictions: pd.DataFrame, metrics: list[dict], out_dir: Path) -> list[Path]:
-    """Confusion matrix of the model on the test prompts (rows: true voice; columns: predicted)."""
+    """Confusion matrix of the model on the test clips (rows: true label; columns: predicted)."""
     plt = _plt()
     if "pred_sciformer" not in predictions or predictions.empty:
         return []
-    classes = sorted(set(predictions.voice) | set(predictions.pred_sciformer))
-    counts = pd.crosstab(predictions.voice, predictions.pred_sciformer).reindex(index=classes, columns=classes,
+    truth = predictions["label" if "label" in predictions else "voice"]   # "voice": files written before own labels
+    classes = sorted(set(truth) | set(predictions.pred_sciformer))
+    counts = pd.crosstab(truth, predictions.pred_sciformer).reindex(index=classes, columns=classes,
                                                                                 fill_value=0)
     fig, ax = plt.subplots(figsize=(5.5, 4.8))
     ax.imshow(counts.to_numpy(), cmap="Blues")
@@ -56,5 +57,6 @@ def classify_figures(predictions: pd.DataFrame, metrics: list[dict], out_dir: Pa
     ax.set_yticks(range(len(classes)), classes, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title("voice / language identification (test prompts)")
+    voices = any(r.get("dataset", "").startswith("asterisk-prompts") for r in metrics)
+    ax.set_title("voice / language identification (test prompts)" if voices else "classification (test recordings)")
     return [save_figure(fig, out_dir / "classify_confusion.png", dpi=110)]
