@@ -63,26 +63,50 @@ def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tens
     return tensors, scalars
 
 
-def save_resume(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched, progress: dict) -> None:
+def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """This process's generators as (tensors, JSON scalars): torch's (dropout), CUDA's (dropout on GPU), and
+    numpy's and Python's global ones (data augmentation draws from them: poses' flips), so a resumed run
+    continues exactly as an uninterrupted one."""
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors["cuda"] = torch.cuda.get_rng_state()
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    tensors["numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+    version, py_state, py_gauss = random.getstate()
+    return tensors, {"numpy": [kind, int(pos), int(has_gauss), float(gauss)],
+                     "python": [version, list(py_state), py_gauss]}
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["torch"])
+    if "cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["cuda"])
+    if scalars and "numpy" in tensors:       # (resume files written before these were saved lack them)
+        kind, pos, has_gauss, gauss = scalars["numpy"]
+        np.random.set_state((kind, tensors["numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+        version, py_state, py_gauss = scalars["python"]
+        random.setstate((version, tuple(py_state), py_gauss))
+
+
+def save_resume(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched, progress: dict,
+                rng_states: list[tuple[dict, dict]] | None = None) -> None:
+    """`rng_states`: every rank's `rng_state()` (rank order) on a multi-process run; default: this process's."""
     tensors, opt_scalars = _flatten_optimizer(opt)
     tensors.update({f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():  # dropout masks on GPU come from the CUDA generator
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    # numpy's and Python's global generators too: data augmentation draws from them (poses' flips), so a
-    # resumed run continues exactly as an uninterrupted one
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    tensors["rng.numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
-    version, py_state, py_gauss = random.getstate()
+    rng_states = rng_states or [rng_state()]
+    for r, (rng_tensors, _) in enumerate(rng_states):
+        tensors.update({f"rng.{r}.{k}": v.cpu().contiguous() for k, v in rng_tensors.items()})
     with atomic_path(path / "resume.safetensors") as tmp:
         save_file(tensors, str(tmp))
     write_json(path / "resume.json", {"progress": progress, "optimizer": opt_scalars,
                                       "scheduler": sched.state_dict(),
-                                      "rng": {"numpy": [kind, int(pos), int(has_gauss), float(gauss)],
-                                              "python": [version, list(py_state), py_gauss]}})
+                                      "rng_ranks": [scalars for _, scalars in rng_states]})
 
 
-def load_resume(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched) -> dict | None:
+def load_resume(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched,
+                rank: int = 0) -> tuple[dict, bool] | None:
+    """(progress, whether this rank's own generators were restored), or None when there is nothing to resume. A
+    run resumed with more processes than it saved, or a file from before per-rank states, restores rank 0's."""
     if not (path / "resume.safetensors").exists() or not (path / "resume.json").exists():
         return None
     tensors = load_file(str(path / "resume.safetensors"))
@@ -97,16 +121,15 @@ def load_resume(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, 
         state.setdefault(int(pid), {}).update(scalars)
     opt.load_state_dict({"state": state, "param_groups": info["optimizer"]["param_groups"]})
     sched.load_state_dict(info["scheduler"])
-    torch.set_rng_state(tensors["rng.torch"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
-    rng = info.get("rng")
-    if rng and "rng.numpy" in tensors:       # (resume files written before these were saved lack them)
-        kind, pos, has_gauss, gauss = rng["numpy"]
-        np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
-        version, py_state, py_gauss = rng["python"]
-        random.setstate((version, tuple(py_state), py_gauss))
-    return info["progress"]
+    ranks = info.get("rng_ranks")
+    if ranks is not None:
+        own = rank < len(ranks)
+        r = rank if own else 0
+        _set_rng_state({k[len(f"rng.{r}."):]: v for k, v in tensors.items() if k.startswith(f"rng.{r}.")}, ranks[r])
+        return info["progress"], own
+    # the single-state layout of earlier versions
+    _set_rng_state({k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}, info.get("rng") or {})
+    return info["progress"], False
 
 
 def clear_resume(path: Path) -> None:

@@ -124,6 +124,16 @@ def sum_over_ranks(values: list[float], rank: Rank) -> list[float]:
     return t.tolist()
 
 
+def gather_objects(obj: Any, rank: Rank) -> list[Any]:
+    """Every rank's `obj` in rank order (on every rank; pickled through the process group, so only for small
+    objects such as generator states)."""
+    if rank.world == 1:
+        return [obj]
+    out: list[Any] = [None] * rank.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def barrier(rank: Rank) -> None:
     if rank.world > 1:
         dist.barrier()

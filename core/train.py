@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from core import distributed
-from core.checkpoint import clear_resume, load_resume, load_weights, save_resume, save_weights
+from core.checkpoint import clear_resume, load_resume, load_weights, rng_state, save_resume, save_weights
 from core.errors import UserError
 from core.progress import Progress
 from core.task import TrainingTask
@@ -162,7 +162,8 @@ def fit(task: TrainingTask, train_cfg: Mapping[str, Any], run_dir: Path, seed: i
         score = validation_score(task, bs, device, workers) if rank.main else 0.0
         return distributed.broadcast_float(score, rank)
 
-    progress = load_resume(run_dir, model, opt, sched)
+    resumed = load_resume(run_dir, model, opt, sched, rank.rank)
+    progress, own_rng = resumed if resumed is not None else (None, False)
     distributed.barrier(rank)   # every rank has read the resume state before rank 0 writes anything
     if progress is None:
         progress = {"epoch": 0, "step": 0, "best": None, "best_epoch": -1, "history": []}
@@ -178,8 +179,8 @@ def fit(task: TrainingTask, train_cfg: Mapping[str, Any], run_dir: Path, seed: i
     gen = torch.Generator().manual_seed(seed)
     for _ in range(progress["epoch"]):  # replay the shuffles of finished epochs: resumed == uninterrupted
         torch.randperm(len(task.train_data), generator=gen)
-    if rank.world > 1:  # independent dropout masks per rank (the shuffle generator above stays shared)
-        torch.manual_seed(seed + 7919 * rank.rank)
+    if rank.world > 1 and not own_rng:  # independent dropout masks per rank (the shuffle generator stays shared);
+        torch.manual_seed(seed + 7919 * rank.rank)   # a resumed rank continues its own saved generators instead
     trained = distributed.wrap(model, rank, device)
     shown = train_cfg.get("progress", True)     # True, False, or "lines" (a worker of `train -j`)
     bar = Progress(total, f"train {run_dir.name}", "step", initial=progress["step"],
@@ -226,10 +227,11 @@ def fit(task: TrainingTask, train_cfg: Mapping[str, Any], run_dir: Path, seed: i
         improved = progress["best"] is None or val < progress["best"]
         if improved:
             progress["best"], progress["best_epoch"] = val, epoch
+        rng_states = distributed.gather_objects(rng_state(), rank)   # every rank's generators, for an exact resume
         if rank.main:
             if improved:
                 save_weights(model, run_dir, _meta(task, progress, seed, extra_meta))
-            save_resume(run_dir, model, opt, sched, progress)
+            save_resume(run_dir, model, opt, sched, progress, rng_states)
         if epoch - progress["best_epoch"] >= patience:
             log.info("early stop at epoch %d (best %d)", epoch, progress["best_epoch"])
             break

@@ -16,7 +16,7 @@ CFG = {"epochs": 3, "batch_size": 12, "lr": 1e-2, "weight_decay": 0.01, "warmup_
        "patience": 10, "device": "cpu", "threads": 1, "progress": False}
 
 
-def make_task(interrupt_at_step=None):
+def make_task(interrupt_at_step=None, random_draws=False):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(70, 3, generator=g)          # 56 training examples: batches of 12, 12, 12, 12, 8
     y = x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.1 * torch.randn(70, 1, generator=g)
@@ -30,6 +30,11 @@ def make_task(interrupt_at_step=None):
         return torch.nn.functional.mse_loss(out, batch["y"])
 
     torch.manual_seed(0)
+    if random_draws:   # dropout (torch's generator) and an augmentation drawing from numpy's, as poses' flips do
+        net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Dropout(0.3),
+                                  torch.nn.Linear(16, 1))
+        return TrainingTask(_Wrap(net), data[:56], data[56:], _jitter_collate, loss, metadata={"kind": "toy"},
+                            val_collate=_collate)
     net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))  # no dropout
     return TrainingTask(_Wrap(net), data[:56], data[56:], _collate, loss, metadata={"kind": "toy"})
 
@@ -47,8 +52,14 @@ def _collate(items):
     return {"x": torch.stack([i["x"] for i in items]), "y": torch.stack([i["y"] for i in items])}
 
 
-def _train(run_dir, interrupt_at_step=None):
-    fit(make_task(interrupt_at_step), CFG, run_dir, seed=1)
+def _jitter_collate(items):
+    import numpy as np
+    batch = _collate(items)
+    return {**batch, "x": batch["x"] + torch.from_numpy(np.random.normal(0, 0.1, tuple(batch["x"].shape))).float()}
+
+
+def _train(run_dir, interrupt_at_step=None, random_draws=False):
+    fit(make_task(interrupt_at_step, random_draws), CFG, run_dir, seed=1)
 
 
 def _crash_on_rank_1():
@@ -82,6 +93,20 @@ def test_an_interrupted_multi_process_run_resumes(tmp_path):
     assert (tmp_path / "resumed" / "resume.json").exists()
     distributed.launch(_train, 2, (tmp_path / "resumed",))
     a, b = _history(tmp_path / "straight"), _history(tmp_path / "resumed")
+    assert [h["val_loss"] for h in b] == pytest.approx([h["val_loss"] for h in a], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_a_resumed_multi_process_run_continues_every_ranks_random_draws(tmp_path):
+    """Each rank's dropout and numpy draws continue where they stopped (every rank's generators are saved), so a
+    resumed run equals an uninterrupted one; rank 0's state restored on every rank, then a per-rank reseed, did
+    not."""
+    distributed.launch(_train, 2, (tmp_path / "straight", None, True))
+    with pytest.raises(UserError, match="worker [01] of 2 failed"):
+        distributed.launch(_train, 2, (tmp_path / "resumed", 12, True))
+    distributed.launch(_train, 2, (tmp_path / "resumed", None, True))
+    a, b = _history(tmp_path / "straight"), _history(tmp_path / "resumed")
+    assert [h["train_loss"] for h in b[1:]] == pytest.approx([h["train_loss"] for h in a[1:]], rel=1e-6)
     assert [h["val_loss"] for h in b] == pytest.approx([h["val_loss"] for h in a], rel=1e-6)
 
 
