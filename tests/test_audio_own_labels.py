@@ -118,3 +118,12 @@ def test_config_rules_for_own_recordings(tmp_path):
         dom.config(None, ["task=classify", "data.sample_rate=22050"])
     own = dom.config(None, ["task=classify", "data.source=folders", "data.sample_rate=22050"])
     assert own["data.sample_rate"] == 22050
+
+
+def test_validate_names_a_missing_root_before_prepare(tmp_path, run_cli):
+    code, _, err = run_cli("validate", "-d", "audio", "--set", "task=classify", "--set", "data.source=folders",
+                           "--set", f"data.root={tmp_path / 'nowhere'}")
+    assert code != 0 and "nowhere is not a folder; with data.source=folders it holds one subfolder per label" in err
+    code, out, _ = run_cli("validate", "-d", "audio", "--set", "task=classify", "--set", "data.source=folders",
+                           "--set", f"data.root={make_labelled(tmp_path / 'sounds', per_label=3)}")
+    assert code == 0 and "config OK for audio/classify" in out

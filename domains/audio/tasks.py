@@ -26,6 +26,17 @@ class _AudioTask(Task):
         from domains.audio.prepare import prepare
         return prepare(cfg, Path(out_dir))
 
+    def check_data(self, cfg) -> list[str]:
+        """data.root must be a folder (the prompts, or your label folders): `validate` says so before prepare."""
+        root = Path(str(cfg["data.root"]))
+        if root.is_dir():
+            return []
+        if cfg["data.source"] == "folders":
+            return [f"data.root: {root} is not a folder; with data.source=folders it holds one subfolder per label, "
+                    f"each with that label's recordings (a relative path is read from {Path.cwd()})"]
+        from domains.audio.corpus import INSTALL_HINT
+        return [f"data.root: {root} is not a folder; {INSTALL_HINT}"]
+
     def reader(self, metadata: Mapping[str, Any]) -> ND.AudioReader:
         return ND.AudioReader()
 
