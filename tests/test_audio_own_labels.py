@@ -127,3 +127,42 @@ def test_validate_names_a_missing_root_before_prepare(tmp_path, run_cli):
     code, out, _ = run_cli("validate", "-d", "audio", "--set", "task=classify", "--set", "data.source=folders",
                            "--set", f"data.root={make_labelled(tmp_path / 'sounds', per_label=3)}")
     assert code == 0 and "config OK for audio/classify" in out
+
+
+def make_speakers(root: Path, speakers: int) -> Path:
+    """Speech Commands' naming: <speaker>_nohash_<n>.wav, the same speakers in every label folder."""
+    rng = np.random.default_rng(1)
+    for label, make in (("hum", _hum), ("hiss", _hiss)):
+        (root / label).mkdir(parents=True)
+        for spk in range(speakers):
+            for n in range(2):
+                sf.write(root / label / f"{spk * 7919:08x}_nohash_{n}.wav", make(rng, 8000, 0.5), 8000)
+    return root
+
+
+def test_a_group_pattern_keeps_each_speaker_on_one_side(tmp_path):
+    clips = C.list_labelled(make_speakers(tmp_path / "words", speakers=30))
+    folds = C.group_folds(clips, r"^([0-9a-f]+)_nohash_", 0, 0.2, 0.2)
+    side: dict[str, set] = {}
+    for c, f in zip(clips, folds):
+        side.setdefault(c.name.split("/")[1].split("_")[0], set()).add(f)
+    assert all(len(s) == 1 for s in side.values()) and len(side) == 30         # a speaker never spans folds
+    assert {f for s in side.values() for f in s} == {"train", "val", "test"}
+    from domains.audio.prepare import load_prepared
+    dom, cfg = config(tmp_path / "words", r"data.group_pattern=^([0-9a-f]+)_nohash_", "data.val_fraction=0.2")
+    dom.task_of(cfg).prepare(cfg, tmp_path / "prepared")                      # prepare follows the groups
+    manifest = load_prepared(tmp_path / "prepared")[0]
+    assert dict(zip(manifest.prompt, manifest.prompt_fold)) == {c.name: f for c, f in zip(clips, folds)}
+    with pytest.raises(UserError, match=r"do not match it.*hiss/"):
+        C.group_folds(clips, r"^(speaker\d+)_", 0, 0.2, 0.2)
+    few = C.list_labelled(make_speakers(tmp_path / "few", speakers=2))
+    with pytest.raises(UserError, match="some labels get no recordings in a fold"):
+        C.group_folds(few, r"^([0-9a-f]+)_nohash_", 0, 0.2, 0.2)
+
+
+def test_group_pattern_config_rules():
+    dom = get_domain("audio")
+    with pytest.raises(UserError, match="has no \\(group\\)"):
+        dom.config(None, ["task=classify", "data.source=folders", "data.group_pattern=^spk_"])
+    with pytest.raises(UserError, match="is not a regular expression"):
+        dom.config(None, ["task=classify", "data.source=folders", "data.group_pattern=^(spk"])

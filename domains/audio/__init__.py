@@ -37,6 +37,14 @@ class AudioDomain(Domain):
         if d["source"] == "folders" and values["task"] == "enhance":
             problems.append("data.source=folders: your labelled recordings train classification only (task=classify); "
                             "enhancement trains on clean prompts it mixes noise into (data.source=asterisk)")
+        if d["group_pattern"]:
+            import re
+            try:
+                if re.compile(d["group_pattern"]).groups < 1:
+                    problems.append(f"data.group_pattern: {d['group_pattern']!r} has no (group) naming the recordings "
+                                    "that stay together, e.g. '^([0-9a-f]+)_nohash_'")
+            except re.error as err:
+                problems.append(f"data.group_pattern: {d['group_pattern']!r} is not a regular expression ({err})")
         if sum(d["music_folds"]) >= 1:
             problems.append("data.music_folds: the train and validation parts must leave music for testing (sum < 1)")
         return problems

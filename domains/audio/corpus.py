@@ -129,6 +129,34 @@ def label_folds(clips: list[Prompt], seed: int, val_fraction: float, test_fracti
     return folds
 
 
+def group_folds(clips: list[Prompt], pattern: str, seed: int, val_fraction: float,
+                test_fraction: float) -> list[str]:
+    """Folds by group (`data.group_pattern`): the regex's first group, searched in each recording's path inside
+    its label folder, names recordings that stay on one side (a speaker, a session, a source clip); a group's
+    fold is a seeded hash of its name (prompt_fold), the same for every label, as Speech Commands splits by
+    speaker. Every label must still get training, validation and test recordings."""
+    regex = re.compile(pattern)
+    groups, unmatched = [], []
+    for c in clips:
+        found = regex.search(c.name.split("/", 1)[1])
+        groups.append(found.group(1) if found and found.groups() else None)
+        if groups[-1] is None:
+            unmatched.append(c.name)
+    if unmatched:
+        raise UserError(f"data.group_pattern {pattern!r}: {len(unmatched)} recordings do not match it, or it has no "
+                        f"(group) ({', '.join(unmatched[:5])}{' ...' if len(unmatched) > 5 else ''}); it is searched "
+                        "in each path inside its label folder, e.g. '^([0-9a-f]+)_nohash_' or '^([^/]+)/' (a "
+                        "subfolder per session)")
+    folds = [prompt_fold(g, seed, val_fraction, test_fraction) for g in groups]
+    missing = sorted({f"{label} (no {f})" for label in {c.voice for c in clips} for f in ("train", "val", "test")
+                      if not any(c.voice == label and k == f for c, k in zip(clips, folds))})
+    if missing:
+        raise UserError(f"data.group_pattern: with {len(set(groups))} groups, some labels get no recordings in a "
+                        f"fold: {', '.join(missing[:6])}; add recordings of more groups, or change seed, "
+                        "data.val_fraction or data.test_fraction")
+    return folds
+
+
 def load_labelled(clips: list[Prompt], sample_rate: int) -> list[np.ndarray]:
     """Mono float32 at sample_rate (channels averaged, resampled by librosa); a file that cannot be decoded stops
     the run naming it."""

@@ -14,7 +14,8 @@ Training mixtures are drawn afresh every epoch (domains.audio.tasks); noise sour
 tracks are cut in time, babble comes from the same side of the split as the target voice.
 
 Your own labelled recordings (`data.source: folders`, classification only): `data.root/<label>/...`, any format
-and rate (resampled to data.sample_rate), folds stratified by label (corpus.label_folds); no mixtures are made.
+and rate (resampled to data.sample_rate), folds stratified by label (corpus.label_folds) or by the groups
+data.group_pattern names (corpus.group_folds); no mixtures are made.
 """
 from __future__ import annotations
 
@@ -99,8 +100,12 @@ def prepare(cfg, out_dir: Path) -> dict[str, str]:
                     "(data.trim_db): %s%s", len(dropped), float(cfg["data.trim_db"]), ", ".join(dropped[:5]),
                     " ..." if len(dropped) > 5 else "")
     prompts, clips = [prompts[i] for i in keep], [clips[i] for i in keep]
-    folds = C.label_folds(prompts, seed, *fractions) if own else [C.prompt_fold(p.name, seed, *fractions)
-                                                                   for p in prompts]
+    if own:
+        pattern = str(cfg["data.group_pattern"])
+        folds = C.group_folds(prompts, pattern, seed, *fractions) if pattern else C.label_folds(prompts, seed,
+                                                                                                *fractions)
+    else:
+        folds = [C.prompt_fold(p.name, seed, *fractions) for p in prompts]
     enh = [(f if f == "test" else "babble") if p.speaker in test_speakers else (f if f != "test" else "none")
            for p, f in zip(prompts, folds)]
     if own:
