@@ -122,3 +122,15 @@ def test_predict_warns_about_settings_a_trained_model_fixes(molecules):
                        f"encoder.dropout={dropout!r} (the model's: none)"]
     assert settings_a_model_fixes(cfg, run, ("encoder",)) == []
     assert settings_a_model_fixes(cfg, {"members": ["."]}, ()) == []      # a run without a stored config
+
+
+@pytest.mark.parametrize("domain, sets, fix", [
+    ("molecules", ["data.path=mine.csv", "data.targets=[y]"], "data.dataset=csv"),
+    ("timeseries", ["data.path=mine.csv"], "data.dataset=csv"),
+    ("timeseries", ["task=classify", "data.path=Mine_TRAIN.ts"], "data.dataset=ts"),
+])
+def test_your_file_with_a_shipped_dataset_is_refused_not_ignored(domain, sets, fix):
+    """data.path with the default (shipped) dataset used to prepare the shipped set and say nothing."""
+    from core.domain import get_domain
+    with pytest.raises(UserError, match=f"is read only with {fix} .*add --set {fix}"):
+        get_domain(domain).config(None, sets)

@@ -137,7 +137,8 @@ def test_clean_dataset_dedupes_and_records_rejects():
     assert clean.loc[0, "y"] == pytest.approx(2.0) and clean.loc[0, "z"] == pytest.approx(20.0)
     # CCN (row 5: y "n/a", z 60) and NCC (row 7: y 8, z missing) merge per target over the rows that have it
     assert clean.loc[2, "y"] == pytest.approx(8.0) and clean.loc[2, "z"] == pytest.approx(60.0)
-    assert list(rej.columns) == ["source_row", "smiles_input", "reason"]
+    assert list(rej.columns) == ["source_row", "smiles_input", "reason", "duplicate_of"]
+    assert rej.duplicate_of.tolist() == [pd.NA, 0, pd.NA, pd.NA, 5]     # each duplicate names its kept row
     assert list(zip(rej["source_row"], rej["reason"])) == [
         (1, "invalid_smiles"), (2, "duplicate"), (3, "empty"), (6, "empty"), (7, "duplicate"),
     ]

@@ -138,3 +138,31 @@ def test_sparse_multi_target_data_train_and_score_on_the_targets_they_have(tmp_p
     # the masked loss equals the MSE over the known entries
     out, target = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[1.5, float("nan")], [2.0, 5.0]])
     assert float(regression_loss(out, {"y": target})) == pytest.approx((0.25 + 1 + 1) / 3)
+
+
+def test_a_molecule_in_two_parts_of_your_split_is_refused(tmp_path, run_cli):
+    """Duplicates merge by averaging their targets: a test copy of a training molecule would be trained on."""
+    values = ["train"] * 24 + ["val"] * 6 + ["test"] * 10
+    frame = pd.DataFrame({"smiles": SMILES[:40] + [SMILES[3]], "y": [*range(40), 99], "part": [*values, "test"]})
+    frame.to_csv(tmp_path / "dup.csv", index=False)
+    code, _, err = _prepare(run_cli, tmp_path, tmp_path / "dup.csv", "data.split=column", "data.split_column=part")
+    assert code != 0 and "1 molecule(s) appear in more than one part of your split" in err
+    assert "data row 4 train, data row 41 test" in err
+    frame.loc[40, "part"] = "train"                      # the same part: merged, as before, and counted
+    frame.to_csv(tmp_path / "dup.csv", index=False)
+    code, _, err = _prepare(run_cli, tmp_path, tmp_path / "dup.csv", "data.split=column", "data.split_column=part")
+    assert code == 0, err
+    prep = pd.read_csv(tmp_path / "prep" / "molecules.csv")
+    assert len(prep) == 40 and prep.y[prep.source_row == 3].item() == pytest.approx((3 + 99) / 2)
+    rejected = pd.read_csv(tmp_path / "prep" / "rejected.csv")
+    assert rejected.duplicate_of.tolist() == [3]
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"smiles,y\nCCO,1\nCCN,2,3\n", "malformed table"),
+    ("smiles,y\nCCO,\u00e91\n".encode("utf-16"), "not UTF-8 text"),
+])
+def test_unreadable_own_files_get_a_message_not_a_traceback(tmp_path, run_cli, content, fragment):
+    (tmp_path / "bad.csv").write_bytes(content)
+    code, _, err = _prepare(run_cli, tmp_path, tmp_path / "bad.csv")
+    assert code != 0 and fragment in err and "Traceback" not in err

@@ -110,10 +110,11 @@ def clean_dataset(
         ``source_row`` (0-based position in ``df`` of the first occurrence); duplicates of one canonical
         SMILES are merged by averaging each target over the rows that have it. Rows are ordered by
         ``source_row``.
-      * rejected_df: columns ``source_row``, ``smiles_input``, ``reason``, ordered by ``source_row``. A row
-        is rejected when its SMILES is bad, when a target holds text that is not a number
+      * rejected_df: columns ``source_row``, ``smiles_input``, ``reason``, ``duplicate_of``, ordered by
+        ``source_row``. A row is rejected when its SMILES is bad, when a target holds text that is not a number
         (``non_numeric_target``: e.g. a censored "<-5" or a class name), when it has no target value at all
-        (``missing_target``), or when it duplicates an earlier kept row.
+        (``missing_target``), or when it duplicates an earlier kept row (``duplicate``; ``duplicate_of``: that
+        row's ``source_row``, empty for the other reasons).
     """
     targets = [target_cols] if isinstance(target_cols, str) else list(target_cols)
     # Positional indices: df.index may be arbitrary labels.
@@ -125,7 +126,7 @@ def clean_dataset(
     marker = raw.apply(lambda c: c.isna() | c.astype(str).str.strip().str.lower().isin(MISSING_MARKERS)).to_numpy()
     text = ~marker & np.isnan(y)
 
-    rejected: list[tuple[int, object, str]] = []
+    rejected: list[tuple] = []
     groups: dict[str, list[int]] = {}  # canonical SMILES -> rows (first-seen order)
     for row, smi in enumerate(raw_smiles):
         canon, reason = canonicalize(smi, max_tokens)
@@ -146,14 +147,16 @@ def clean_dataset(
             mean = np.where(have == len(rows), block.mean(0),
                             np.where(have > 0, np.nansum(block, 0) / np.maximum(have, 1), np.nan))
         records.append({"smiles": canon, **dict(zip(targets, mean)), "source_row": rows[0]})
-        rejected.extend((r, raw_smiles[r], "duplicate") for r in rows[1:])
+        rejected.extend((r, raw_smiles[r], "duplicate", rows[0]) for r in rows[1:])
 
     clean = pd.DataFrame(records, columns=["smiles", *targets, "source_row"])
     clean = clean.sort_values("source_row", kind="stable").reset_index(drop=True)
     clean["source_row"] = clean["source_row"].astype(np.int64)
-    rej = pd.DataFrame(rejected, columns=["source_row", "smiles_input", "reason"])
+    rej = pd.DataFrame([r if len(r) == 4 else (*r, None) for r in rejected],
+                       columns=["source_row", "smiles_input", "reason", "duplicate_of"])
     rej = rej.sort_values("source_row", kind="stable").reset_index(drop=True)
     rej["source_row"] = rej["source_row"].astype(np.int64)
+    rej["duplicate_of"] = rej["duplicate_of"].astype("Int64")
     return clean, rej
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 from core.config import Config
 from core.errors import UserError
 from core.io import atomic_path, file_sha256
-from core.readers import separator_hint
+from core.readers import decoding_errors, separator_hint
 from domains.molecules import chem
 
 BUILTIN_TARGETS = {"freesolv": ["expt"], "solubility": ["solubility"]}
@@ -29,10 +29,9 @@ def _read_user_table(path: Path) -> pd.DataFrame:
     if not path.exists():
         where = "" if path.is_absolute() else f" (a relative path is read from {Path.cwd()})"
         raise UserError(f"data.path {path}: file not found{where}; set data.path to your CSV/Parquet file")
-    if path.suffix.lower() == ".parquet":
-        return pd.read_parquet(path)
     try:
-        return pd.read_csv(path)
+        with decoding_errors(path, "table"):   # encoding, ragged rows, corrupt Parquet: the file and the fix
+            return pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
     except pd.errors.EmptyDataError:
         raise UserError(f"{path}: the file is empty; it needs a header and data rows") from None
 
@@ -185,6 +184,27 @@ def _user_labels(cfg: Config, table: pd.DataFrame, hashes: dict[str, str]) -> np
     return None
 
 
+def molecule_parts(clean: pd.DataFrame, rejected: pd.DataFrame, row_labels: np.ndarray, path: Path) -> np.ndarray:
+    """The user's part (train/val/test) of each kept molecule: the one all its rows share (rows in no part of a
+    splits file do not count). Duplicates are merged by averaging their targets, so a molecule the user put in two
+    parts is refused: its test value would be trained on."""
+    rows = {int(r): [int(r)] for r in clean.source_row}
+    for r, first in zip(rejected.source_row, rejected.get("duplicate_of", pd.Series(dtype="Int64"))):
+        if pd.notna(first):
+            rows[int(first)].append(int(r))
+    parts = {first: {row_labels[r] for r in group} - {None} for first, group in rows.items()}
+    clashes = [first for first, p in parts.items() if len(p) > 1]
+    if clashes:
+        smiles = dict(zip(clean.source_row.astype(int), clean.smiles))
+        shown = "; ".join(f"{smiles[f]}: " + ", ".join(f"data row {r + 1} {row_labels[r]}" for r in rows[f])
+                          for f in clashes[:5])
+        raise UserError(f"{path}: {len(clashes)} molecule(s) appear in more than one part of your split (the same "
+                        f"canonical SMILES; duplicates are merged, so a test value would be trained on): {shown}"
+                        f"{' ...' if len(clashes) > 5 else ''}; put every copy of a molecule in one part, or drop the "
+                        "extra rows")
+    return np.array([next(iter(parts[int(r)]), None) for r in clean.source_row], dtype=object)
+
+
 def prepare(cfg: Config, out_dir: Path) -> dict[str, str]:
     table, test_table, hashes = load_raw(cfg)
     targets = targets_of(cfg)
@@ -205,8 +225,8 @@ def prepare(cfg: Config, out_dir: Path) -> dict[str, str]:
                                                       "reason": "in_test_set"}), test_rejected], ignore_index=True)
         clean = pd.concat([clean[~leak], test_clean], ignore_index=True)
         n_test = len(test_clean)
-    if row_labels is not None:  # a molecule takes the part of its first row; rows in no part are left out
-        clean["split"] = row_labels[clean.source_row.to_numpy()]
+    if row_labels is not None:  # a molecule takes the part its rows share; a molecule in no part is left out
+        clean["split"] = molecule_parts(clean, rejected, row_labels, Path(cfg["data.path"]))
         left_out = clean.split.isna()
         rejected = pd.concat([rejected, pd.DataFrame({"source_row": clean.source_row[left_out],
                                                       "smiles_input": clean.smiles[left_out],
@@ -256,11 +276,13 @@ def check_targets(table: pd.DataFrame, clean: pd.DataFrame, rejected: pd.DataFra
         if len(known) and set(np.unique(known)) <= {0.0, 1.0}:
             log.warning("target %r holds only 0 and 1: it is trained and scored as a regression target (RMSE, "
                         "MAE, R2), and predictions are not probabilities", t)
-    lost = rejected[rejected.reason != "duplicate"]     # a duplicate is merged (targets averaged), not lost
-    if len(lost):
-        counts = ", ".join(f"{reason} {n}" for reason, n in lost.reason.value_counts().items())
-        log.warning("%d of %d rows were not kept (%s); %s lists each row and why", len(lost), len(table),
-                    counts, rejected_path)
+    lost = rejected[rejected.reason != "duplicate"]
+    merged = int((rejected.reason == "duplicate").sum())
+    if len(lost) or merged:   # a duplicate is merged into its first row (targets averaged), not lost
+        counts = ", ".join(f"{reason} {n}" for reason, n in lost.reason.value_counts().items()) or "none"
+        log.warning("%d of %d rows were not kept (%s); %d duplicate row(s) were merged into the first row of their "
+                    "molecule (targets averaged); %s (in the prepared folder) lists each row and why", len(lost),
+                    len(table), counts, merged, rejected_path.name)
     if len(targets) > 1:
         lacking = {t: int(clean[t].isna().sum()) for t in targets if clean[t].isna().any()}
         if lacking:

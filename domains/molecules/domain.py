@@ -18,6 +18,9 @@ class MoleculesDomain(Domain):
         d = values["data"]
         if d["dataset"] == "csv" and not d.get("path"):
             problems.append("data.path: required when data.dataset is csv (path to your CSV/Parquet file)")
+        if d.get("path") and d["dataset"] != "csv":   # else your file would be silently replaced by the shipped set
+            problems.append(f"data.path: {d['path']} is read only with data.dataset=csv (now {d['dataset']}, a shipped "
+                            "set); add --set data.dataset=csv, or leave data.path out")
         if d["dataset"] == "csv" and not d.get("targets"):
             problems.append("data.targets: list the target column(s) of your file, e.g. --set 'data.targets=[logS]'")
         if d["split"] == "predefined" and d["dataset"] != "solubility":

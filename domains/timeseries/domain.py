@@ -27,6 +27,10 @@ class TimeseriesDomain(Domain):
             problems.append(f"data.path: required when data.dataset is {d['dataset']}"
                             + (" (the ETT file, e.g. ETTh1.csv; sciformer does not ship it)"
                                if d["dataset"] in ("etth1", "ett") else ""))
+        if d.get("path") and d["dataset"] not in ("csv", "ts", "etth1", "ett"):   # else silently a shipped set
+            own = "csv" if task.name == "forecast" else "ts"
+            problems.append(f"data.path: {d['path']} is read only with data.dataset={own} (now {d['dataset']}, a "
+                            f"shipped set); add --set data.dataset={own}, or leave data.path out")
         if d.get("steps") == "rows" and d["dataset"] != "csv":
             problems.append("data.steps: 'rows' is for your own files (data.dataset=csv); shipped sets know theirs")
         if abs(sum(d["sizes"]) - 1.0) > 1e-6:
