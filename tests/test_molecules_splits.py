@@ -166,3 +166,10 @@ def test_unreadable_own_files_get_a_message_not_a_traceback(tmp_path, run_cli, c
     (tmp_path / "bad.csv").write_bytes(content)
     code, _, err = _prepare(run_cli, tmp_path, tmp_path / "bad.csv")
     assert code != 0 and fragment in err and "Traceback" not in err
+
+
+def test_a_target_too_large_for_its_spread_is_refused_naming_the_row(tmp_path, run_cli):
+    frame = pd.DataFrame({"smiles": SMILES[:20], "y": [*range(19), 1e300]})
+    frame.to_csv(tmp_path / "huge.csv", index=False)
+    code, _, err = _prepare(run_cli, tmp_path, tmp_path / "huge.csv")
+    assert code != 0 and "column 'y' reaches 1e+300 (data row 20)" in err and "Traceback" not in err

@@ -228,3 +228,21 @@ def test_iso_timestamps_in_another_precision_are_read():
     assert list(got.diff().dropna().unique()) == [pd.Timedelta(hours=1)]
     with pytest.raises(UserError, match="'garbage' is not a timestamp"):
         parse_times(pd.Series(["2023-01-21 18:00:00", "garbage"]), "x.csv", "date")
+
+
+def test_validate_names_columns_your_file_lacks(tmp_path, run_cli):
+    """Like molecules: the config's column names are checked against the header before any preparing."""
+    (tmp_path / "wide.csv").write_text("timestamp,load,temp,holiday\n2012-01-01 00:00,1,2,0\n")
+    code, _, err = run_cli("validate", "-d", "timeseries", "--set", "data.dataset=csv", "--set",
+                           f"data.path={tmp_path / 'wide.csv'}", "--set", "data.time_column=timestmp",
+                           "--set", "data.covariates=[holliday]", "--set", "data.targets=[load]")
+    assert code == 2 and "no column 'timestmp' (data.time_column)" in err and "no column 'holliday'" in err
+    assert "'load'" not in err
+    (tmp_path / "long.csv").write_text("unique_id,ds,y\nA,2012-01-01,1\n")
+    code, out, err = run_cli("validate", "-d", "timeseries", "--set", "data.dataset=csv", "--set",
+                             f"data.path={tmp_path / 'long.csv'}", "--set", "data.format=long")
+    assert code == 0, err
+    code, _, err = run_cli("validate", "-d", "timeseries", "--set", "data.dataset=csv", "--set",
+                           f"data.path={tmp_path / 'long.csv'}", "--set", "data.format=long",
+                           "--set", "data.value_column=v")
+    assert code == 2 and "no column 'v' (data.value_column)" in err

@@ -273,6 +273,13 @@ def check_targets(table: pd.DataFrame, clean: pd.DataFrame, rejected: pd.DataFra
             raise UserError(f"data.targets: column {t!r} holds text ({shown}), not numbers; the properties task "
                             "regresses numeric properties (encode classes as numbers, or pick a numeric column)")
         known = clean[t].dropna()
+        with np.errstate(over="ignore", invalid="ignore"):
+            overflow = len(known) > 1 and not np.isfinite(known.to_numpy().std())
+        if overflow:   # training standardizes each target: its spread must be a finite float64
+            at = int(clean.source_row[known.abs().idxmax()])
+            raise UserError(f"data.targets: column {t!r} reaches {known.abs().max():.3g} (data row {at + 1}), too "
+                            "large for its spread to be computed; check that row (a unit or typing error?) or rescale "
+                            "the column (e.g. log10)")
         if len(known) and set(np.unique(known)) <= {0.0, 1.0}:
             log.warning("target %r holds only 0 and 1: it is trained and scored as a regression target (RMSE, "
                         "MAE, R2), and predictions are not probabilities", t)

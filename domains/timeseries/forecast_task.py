@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from core.config import Config
+from core.errors import UserError
 from core.task import BadInput, Prediction, Task, TrainingTask
 from domains.timeseries import closedform as CF
 from domains.timeseries import data as D
@@ -37,6 +38,27 @@ class ForecastTask(Task):
 
     def prepare(self, cfg: Config, out_dir: Path) -> dict[str, str]:
         return F.prepare(cfg, out_dir)
+
+    def check_data(self, cfg: Config) -> list[str]:
+        """Also: the columns your file must have (wide: time, targets, covariates; long: id, time, value,
+        covariates) are in its header, read without loading the rows."""
+        from core.readers import TableReader, separator_hint
+        problems = super().check_data(cfg)
+        if problems or cfg["data.dataset"] != "csv" or not cfg["data.path"]:
+            return problems
+        path = Path(str(cfg["data.path"]))
+        try:
+            columns = TableReader().header(path)
+        except UserError as exc:
+            return [str(exc)]
+        long = cfg["data.format"] == "long"
+        keys = (("data.id_column", "data.ds_column", "data.value_column") if long
+                else ("data.time_column",)) + ("data.covariates",) + (() if long else ("data.targets",))
+        wanted = {k: [str(v) for v in (cfg[k] if isinstance(cfg[k], (list, tuple)) else [cfg[k]])] for k in keys}
+        missing = {k: [c for c in v if c not in columns] for k, v in wanted.items()}
+        found = f"{', '.join(map(str, columns[:20]))}{separator_hint(columns)}"
+        return [f"{path}: no column {', '.join(map(repr, cols))} ({key}); found: {found}"
+                for key, cols in missing.items() if cols]
 
     def build_training(self, cfg: Config, prepared: Path, stage: str, init: Path | None, seed: int) -> TrainingTask:
         lookback, horizon = int(cfg["forecast.lookback"]), int(cfg["forecast.horizon"])
