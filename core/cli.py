@@ -49,7 +49,9 @@ def _common(p: argparse.ArgumentParser, needs_domain: bool = True,
             set_help: str = "override one config value, e.g. --set train.lr=1e-3 (repeatable)") -> None:
     _verbosity(p)
     if needs_domain:
-        p.add_argument("-d", "--domain", required=True, choices=registry.registered_names(), help="domain name")
+        p.add_argument("-d", "--domain", choices=registry.registered_names(),
+                       help="domain name (may be left out where --model, or train's and evaluate's prepared -i, "
+                            "records it)")
     p.add_argument("--config", help="YAML file overriding the domain's defaults")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
 

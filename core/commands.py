@@ -22,10 +22,28 @@ from core.task import Task
 log = logging.getLogger("sciformer")
 
 
+def domain_name(args: argparse.Namespace) -> str:
+    """-d, else the domain the command's trained model (--model) or prepared folder (-i of train and evaluate)
+    records: a model knows what it was trained for, so `predict --model M -i X -o Y` needs no -d."""
+    if getattr(args, "domain", None):
+        return args.domain
+    name, source = None, ""
+    if getattr(args, "model", None) is not None:
+        from core.runs import run_info
+        name, source = run_info(args.model).get("domain"), f"--model {args.model}"
+    elif args.command in ("train", "evaluate"):
+        from core.prepared import read_resolved
+        name, source = read_resolved(args.input).get("domain"), f"-i {args.input}"
+    if not name:
+        why = f" ({source} does not record its domain)" if source else ""
+        raise UserError(f"-d/--domain: which domain{why}? one of {', '.join(registry.registered_names())}")
+    return name
+
+
 def _domain_and_config(args: argparse.Namespace, prepared: Path | None = None):
     """The domain and the command's config; with `prepared` (train, evaluate) the prepared folder's settings
     sit under the command's own (core/prepared.py)."""
-    dom = registry.get_domain(args.domain)
+    dom = registry.get_domain(domain_name(args))
     return dom, dom.config(args.config, args.set, prepared=prepared)
 
 

@@ -79,7 +79,8 @@ def test_domain_end_to_end(domain, task, tmp_path, run_cli):
         assert code == 0, err
         init = ["--init", run]
     metrics = tmp_path / "metrics.json"
-    code, out, err = run_cli("-q", "evaluate", "-d", domain, "-i", prepared, "--model", run, "-o", metrics, *sets)
+    # no -d: the model (and the prepared folder) record their domain
+    code, out, err = run_cli("-q", "evaluate", "-i", prepared, "--model", run, "-o", metrics, *sets)
     assert code == 0, err
     rows = pd.read_json(metrics, typ="series")["rows"]
     assert rows and {"task", "dataset", "split", "method", "metric", "value", "machine"} <= set(rows[0])
@@ -124,7 +125,7 @@ def _same_with_workers(run_cli, good: Path, serial_out: Path, run: Path, domain:
     """`predict -j 2` (batches predicted in worker processes, results pickled back) gives the serial run's
     output set: the same files, rows and statuses, numbers to float32 rounding (batches differ in size)."""
     out = serial_out.parent.parent / "pred_j2" / serial_out.name
-    code, _, err = run_cli("-q", "predict", "-d", domain, "-i", good, "-o", out, "--model", run, "-j", "2",
+    code, _, err = run_cli("-q", "predict", "-i", good, "-o", out, "--model", run, "-j", "2",   # no -d: the model's
                            "--chunk-size", "1")
     assert code == 0, err
     if serial_out.is_dir():
