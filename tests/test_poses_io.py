@@ -197,7 +197,10 @@ def test_lift_tracks_statuses_gaps_and_fps(tmp_path):
     arr = to_array([a, b])
     assert arr.shape == (2, 45, 17, 4) and np.isnan(arr[1, 10]).all()
     write([a, b], tmp_path / "o.npy")
-    assert json.loads((tmp_path / "o.status.json").read_text())["2"] == ["padded"] * 5
+    statuses = json.loads((tmp_path / "o.status.json").read_text())   # aligned with the array's frame axis
+    assert statuses["first_frame"] == int(a.frames.min()) and statuses["frames"] == 45
+    assert statuses["status"]["2"] == ["padded"] * 5 + ["absent"] * 40 and statuses["tracks"] == [1, 2]
+    assert statuses["status"]["1"][20:25] == ["absent"] * 5                  # track 1's gap (frames 20-24)
 
 
 def test_settings_file_beside_the_input(tmp_path):
@@ -319,3 +322,37 @@ def test_keypoints_that_do_not_fit_the_image_size_are_flagged(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         KeypointsReader().check(npy)
     assert "look normalized to 0-1" in caplog.text
+
+
+def test_every_second_frame_is_a_video_at_half_the_rate(tmp_path, caplog):
+    """Image ids 1000, 1002, ... (a detector run on every 2nd frame) are one run at half the frame rate, lifted
+    as such; they were 50 one-frame segments, each padded and lifted alone."""
+    from domains.poses.lifting import lift_tracks
+    from domains.poses.readers import Keypoints2D, Track
+    seq = _seq(COCO_TPOSE, 50)
+    strided = Keypoints2D(tmp_path / "s.json", "json", "coco", (1000.0, 1000.0),
+                          [Track(0, np.arange(1000, 1100, 2), seq, np.ones((50, 17)))], fps=50.0)
+    dense = Keypoints2D(tmp_path / "d.json", "json", "coco", (1000.0, 1000.0),
+                        [Track(0, np.arange(50), seq, np.ones((50, 17)))], fps=25.0)
+    (a,), (b,) = lift_tracks(_members(), strided), lift_tracks(_members(), dense)
+    assert (a.status == "ok").all() and (a.frames == np.arange(1000, 1100, 2)).all()
+    np.testing.assert_allclose(a.joints_mm, b.joints_mm, atol=1e-4)
+    unknown = Keypoints2D(tmp_path / "u.npy", "npy", "coco", (1000.0, 1000.0),
+                          [Track(0, np.arange(50), seq, np.ones((50, 17)))])
+    with caplog.at_level("WARNING", logger="sciformer"):
+        lift_tracks(_members(), unknown)
+    assert "frame rate unknown, read as the model's" in caplog.text and "u.settings.json" in caplog.text
+
+
+def test_a_declared_layout_the_keypoints_contradict_is_named(tmp_path, caplog):
+    """COCO-ordered keypoints declared h36m were lifted as h36m without a word (wrong 3D); the declaration still
+    wins, with a warning."""
+    from domains.poses.readers import read_npy
+    np.save(tmp_path / "coco.npy", _seq(COCO_TPOSE))
+    with caplog.at_level("WARNING", logger="sciformer"):
+        assert read_npy(tmp_path / "coco.npy", "h36m", (1000, 1000)).layout == "h36m"
+    assert "declared layout h36m, but the keypoints look coco-ordered" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sciformer"):
+        assert read_npy(tmp_path / "coco.npy", "coco", (1000, 1000)).layout == "coco"
+    assert "declared layout" not in caplog.text

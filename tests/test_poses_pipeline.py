@@ -85,7 +85,7 @@ def test_tiny_pipeline_end_to_end(tmp_path, run_cli):
     first = table[(table["track_id"] == 0) & (table["frame"] == 50)][["x_mm", "y_mm", "z_mm"]].to_numpy()
     np.testing.assert_allclose(array[0, 50, :, :3], first, atol=1e-3)
     statuses = json.loads((tmp_path / "pred" / "lifted.status.json").read_text())
-    assert set(statuses) == {"0", "1"} and len(statuses["0"]) == 100
+    assert set(statuses["status"]) == {"0", "1"} and len(statuses["status"]["0"]) == statuses["frames"] == 100
 
     # an NPY says neither its image size nor its layout: the command's lift.input gives them for every input
     npy = tmp_path / "bare" / "clip.npy"

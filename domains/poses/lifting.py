@@ -7,6 +7,7 @@ uncertainty); `padded` (the person's run of frames is shorter than the model's w
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -14,9 +15,11 @@ import numpy as np
 
 from domains.poses.model import ensemble_sigma
 from domains.poses.noise import fill_missing
-from domains.poses.readers import Keypoints2D
+from domains.poses.readers import Keypoints2D, settings_path
 from domains.poses.skeleton import to_h36m
 from domains.poses.training import encode_keypoints, predict_frames
+
+log = logging.getLogger("sciformer.poses")
 
 
 @dataclass
@@ -59,9 +62,20 @@ def resample_time(values: np.ndarray, n_out: int) -> np.ndarray:
     return values[lo] * (1 - t) + values[lo + 1] * t
 
 
-def segments(frames: np.ndarray) -> list[slice]:
-    """Runs of consecutive frame numbers (a track's gaps split it: windows never bridge missing frames)."""
-    cuts = np.flatnonzero(np.diff(frames) != 1) + 1
+def frame_step(frames: np.ndarray) -> int:
+    """A track's usual step between frame numbers: 2 where a detector ran on every second frame (image ids 1000,
+    1002, ...), so the run is a video at half the frame rate, not a row of one-frame gaps."""
+    steps = np.diff(frames)
+    steps = steps[steps > 0]
+    if not len(steps):
+        return 1
+    values, counts = np.unique(steps, return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
+def segments(frames: np.ndarray, step: int = 1) -> list[slice]:
+    """Runs of frame numbers `step` apart (a track's gaps split it: windows never bridge missing frames)."""
+    cuts = np.flatnonzero(np.diff(frames) != step) + 1
     bounds = [0, *cuts.tolist(), len(frames)]
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
@@ -72,16 +86,24 @@ def lift_tracks(members: Sequence[Any], data: Keypoints2D, fps: float | None = N
     meta = members[0].metadata["task"]
     model_fps, window = float(meta["fps"]), int(meta["window"])
     fps = fps or data.fps
+    if fps is None:   # CSV, NPY and most JSON do not say: the motion's speed is then a guess, said once
+        log.warning("%s: frame rate unknown, read as the model's %g fps; give it with --set lift.input.fps=30 or "
+                    "\"fps\" in %s", data.path, model_fps, settings_path(data.path).name)
     results = []
     for track in data.tracks:
+        step = frame_step(track.frames)
+        if step > 1:
+            log.info("%s: track %d's frame numbers step by %d: read as every %d-th frame (%g fps)", data.path,
+                     track.track_id, step, step, (fps or model_fps) / step)
+        rate = (fps or model_fps) / step
         kp, sc, missing = to_model_layout(track.keypoints, track.scores, data.layout)
         status = np.where(missing.all(-1), "no_detection",
                           np.where(missing.any(-1), "missing_joints", "ok")).astype(object)
         joints = np.full((len(kp), 17, 3), np.nan, np.float32)
         unc = np.full((len(kp), 17), np.nan, np.float32)
-        for seg in segments(track.frames):
+        for seg in segments(track.frames, step):
             n = seg.stop - seg.start
-            n_model = max(1, int(round(n * model_fps / fps))) if fps else n
+            n_model = max(1, int(round(n * model_fps / rate)))
             k2, s2, m2 = (resample_time(a[seg].astype(np.float64), n_model) for a in (kp, sc, missing))
             k2, s2 = fill_missing(k2, s2, m2 > 0.5)
             inputs = encode_keypoints(k2, s2, data.image_size)

@@ -25,6 +25,7 @@ raises UserError naming the file, frame or row and the fix.
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from core.errors import UserError
 from core.readers import separator_hint
 from domains.poses.skeleton import LAYOUTS, N_JOINTS, detect_layout, joint_names
 
+log = logging.getLogger("sciformer.poses")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 INPUT_SUFFIXES = (".json", ".csv", ".npy", *VIDEO_SUFFIXES)
 
@@ -89,6 +91,11 @@ def _layout(path: Path, k_counts: set[int], declared: str | None, keypoints: np.
             raise UserError(f"{path}: unknown layout {declared!r}; use one of {', '.join(LAYOUTS)} (or auto)")
         if N_JOINTS[declared] != k:
             raise UserError(f"{path}: layout {declared} has {N_JOINTS[declared]} joints but the input has {k}")
+        found = detect_layout(keypoints) if k == 17 and keypoints is not None and len(keypoints) else None
+        if found not in (None, declared):   # the declaration wins (poses can fool the guess), but a wrong one
+            log.warning("%s: declared layout %s, but the keypoints look %s-ordered (points 1-4 lie %s point 0 "
+                        "relative to the body's height); if the 3D looks wrong, declare %s", path, declared, found,
+                        "close to" if found == "coco" else "far from", found)   # gives wrong 3D silently
         return declared
     if k not in N_JOINTS.values():
         raise UserError(f"{path}: {k} joints per person; supported layouts are h36m (17), coco (17) and "

@@ -97,7 +97,8 @@ class LiftTask(Task):
     def predict(self, members, batch, out):
         """Every track lifted. A table (.csv/.parquet): one row per frame x track x joint with a status; .json:
         mmpose-style instances with keypoints_3d; .npy: [frames, 17, 4] (x, y, z, uncertainty) + statuses in
-        `<name>.status.json`. Each beside a figure of a few 3D skeletons (`<name>.skeleton.png`)."""
+        `<name>.status.json` (aligned with the array's frame axis, with the first input frame). Each beside a
+        figure of a few 3D skeletons (`<name>.skeleton.png`)."""
         from domains.poses import writers
         from domains.poses.lifting import lift_tracks
         lifted = lift_tracks(members, batch.data)
@@ -111,7 +112,7 @@ class LiftTask(Task):
             files[""] = json.dumps(writers.to_json(lifted)) + "\n"
         elif suffix == ".npy":
             files[""] = writers.to_array(lifted)
-            files[".status.json"] = json.dumps({str(t.track_id): t.status.tolist() for t in lifted}) + "\n"
+            files[".status.json"] = json.dumps(writers.array_statuses(lifted)) + "\n"
         else:
             table = writers.to_table(lifted)
             return Prediction(table=table, predicted=(table["status"] != "no_detection").to_numpy(), files=files)

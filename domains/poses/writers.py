@@ -52,7 +52,7 @@ def to_table(lifted: Sequence[Lifted]) -> pd.DataFrame:
 
 def to_array(lifted: Sequence[Lifted]) -> np.ndarray:
     """[frames, 17, 4] (x, y, z, uncertainty) for one track; [tracks, frames, 17, 4] for several (NaN where a
-    track is absent); frames span the input's first to last frame."""
+    track is absent); frames span the input's first to last frame (array_statuses says which they are)."""
     first = min(int(t.frames.min()) for t in lifted)
     last = max(int(t.frames.max()) for t in lifted)
     out = np.full((len(lifted), last - first + 1, 17, 4), np.nan, np.float32)
@@ -60,6 +60,19 @@ def to_array(lifted: Sequence[Lifted]) -> np.ndarray:
         out[k, t.frames - first, :, :3] = t.joints_mm
         out[k, t.frames - first, :, 3] = t.unc_mm
     return out[0] if len(lifted) == 1 else out
+
+
+def array_statuses(lifted: Sequence[Lifted]) -> dict:
+    """The statuses beside a `.npy` (an array of floats cannot hold them), aligned with its frame axis: index i is
+    input frame first_frame + i, "absent" where a track has no row (before it starts, after it ends, in a gap)."""
+    first = min(int(t.frames.min()) for t in lifted)
+    length = max(int(t.frames.max()) for t in lifted) - first + 1
+    status = {}
+    for t in lifted:
+        row = np.full(length, "absent", dtype=object)
+        row[t.frames - first] = t.status
+        status[str(t.track_id)] = row.tolist()
+    return {"first_frame": first, "frames": length, "tracks": [t.track_id for t in lifted], "status": status}
 
 
 def write(lifted: Sequence[Lifted], path: str | Path) -> Path:
@@ -77,7 +90,7 @@ def write(lifted: Sequence[Lifted], path: str | Path) -> Path:
                 np.save(f, to_array(lifted))
     if suffix == ".npy":   # the statuses beside the array (an array of floats cannot hold them)
         with atomic_path(path.with_suffix(".status.json")) as tmp:
-            tmp.write_text(json.dumps({str(t.track_id): t.status.tolist() for t in lifted}) + "\n")
+            tmp.write_text(json.dumps(array_statuses(lifted)) + "\n")
     return path
 
 
