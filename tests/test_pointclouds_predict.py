@@ -224,3 +224,17 @@ def test_new_frames_round_trip_the_aloe_draw(tmp_path):
     np.testing.assert_array_equal(frame.sparse > 0, sparse > 0)
     np.testing.assert_allclose(frame.sparse, sparse, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(frame.image, image)
+
+
+def test_a_cloud_in_millimetres_is_named_where_the_png_saturates(tmp_path):
+    """Depth beyond 65.535 m fills the 16-bit PNG with 65535; the frame stays ok (the .npy is exact) but its
+    message says so and suggests the unit (a cloud in mm was silently ok)."""
+    _write_cloud(tmp_path / "mm.ply", _cloud() * 1000)
+    _camera(tmp_path / "mm.json")
+    table = _predict(tmp_path / "mm.ply", tmp_path / "out")
+    assert table.status.tolist() == ["ok"]
+    assert "of pixels lie beyond 65.535 m, where the 16-bit millimetre PNG saturates" in table.message[0]
+    assert "divide its coordinates by 1000" in table.message[0]
+    _write_cloud(tmp_path / "m.ply", _cloud())
+    _camera(tmp_path / "m.json")
+    assert "saturates" not in str(_predict(tmp_path / "m.ply", tmp_path / "out_m").message[0])   # metres: quiet

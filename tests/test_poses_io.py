@@ -107,6 +107,10 @@ def test_coco_results_json_and_csv_and_npy(tmp_path):
      "15 keypoint_scores for 17 keypoints"),
     (lambda p: _json(p, [{"frame_id": 0, "instances": [{"keypoints": [["a", "b"]] * 17}]}], image_size=[10, 10]),
      "frame 0 instance 0: keypoints: must be numbers"),
+    (lambda p: _json(p, [{"frame_id": "start", "instances": [{"keypoints": COCO_TPOSE.tolist()}]}],
+                     image_size=[10, 10]), "frame id 'start' is not a frame number"),
+    (lambda p: _json(p, [{"frame_id": 0, "instances": [{"keypoints": COCO_TPOSE.tolist(), "track_id": "a"}]}],
+                     image_size=[10, 10]), "track_id 'a' must be an integer"),
 ])
 def test_json_bad_inputs(tmp_path, make, message):
     path = tmp_path / "bad.json"
@@ -356,3 +360,14 @@ def test_a_declared_layout_the_keypoints_contradict_is_named(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="sciformer"):
         assert read_npy(tmp_path / "coco.npy", "coco", (1000, 1000)).layout == "coco"
     assert "declared layout" not in caplog.text
+
+
+def test_untracked_mmpose_output_and_frames_named_by_file(tmp_path):
+    """mmpose without tracking writes "track_id": null (was a TypeError message); frame ids may be image names."""
+    frames = [{"frame_id": f"frame_{f:05d}.jpg", "instances": [
+        {"keypoints": COCO_TPOSE.tolist(), "keypoint_scores": [0.9] * 17, "track_id": None},
+        {"keypoints": (COCO_TPOSE + 200).tolist(), "keypoint_scores": [0.9] * 17, "track_id": None}]}
+        for f in range(10, 20)]
+    data = read_keypoints(_json(tmp_path / "untracked.json", frames, image_size=[1000, 1000]))
+    assert [t.track_id for t in data.tracks] == [0, 1]                  # the instance's place in its frame
+    assert data.tracks[0].frames.tolist() == list(range(10, 20))

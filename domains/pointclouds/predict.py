@@ -151,6 +151,9 @@ def _write_dense_ply(depth: np.ndarray, K: np.ndarray, image: np.ndarray | None,
         raise UserError(f"{path.name}: open3d could not write the dense cloud")
 
 
+PNG_MAX_M = 65.535   # the 16-bit millimetre PNG's largest depth
+
+
 def depth_png_mm(depth: np.ndarray) -> np.ndarray:
     """Depth in metres -> the 16-bit millimetre PNG convention, where 0 means "no depth": a positive depth
     never becomes 0 (below 0.5 mm it is written as 1 mm), beyond 65.535 m it saturates; the .npy is exact."""
@@ -205,6 +208,12 @@ def predict_specs(models: Sequence, meta: Mapping[str, Any], specs: Sequence[rea
             depth, rel = upscale(depth, rel, s, frame.sparse.shape)
             note = (f"predicted at 1/{s} resolution ({-(-frame.camera.width // s)} x {-(-frame.camera.height // s)};"
                     f" the model takes at most {max_tokens} tokens per frame) and upsampled")
+        saturated = float(np.mean(depth > PNG_MAX_M))
+        if saturated > 0:   # the .npy keeps metres; the 16-bit PNG cannot: say so (a cloud in mm looks like this)
+            note = "; ".join(filter(None, [note, (
+                f"{saturated:.0%} of pixels lie beyond {PNG_MAX_M:g} m, where the 16-bit millimetre PNG saturates "
+                f"(the .npy is exact); median depth {float(np.median(depth)):.4g} m: if the cloud is in millimetres, "
+                "divide its coordinates by 1000")]))
         made = artifacts(frame, depth, rel, bool(settings["write_ply"]))
         files.update(dict(made.values()))
         rows[k] = {"id": frame.spec.id, "status": "ok", "message": note, "points": frame.points,

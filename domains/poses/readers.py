@@ -5,7 +5,8 @@ Formats (by suffix):
   [{"frame_id", "instances": [{"keypoints": [[x, y], ...], "keypoint_scores": [...], "track_id"?}]}]}; the same
   list of frames without the wrapper; or COCO results [{"image_id", "keypoints": [x1, y1, v1, ...],
   "track_id"?}]. Image size from a top-level "image_size": [w, h] (or "width"/"height", or meta_info's), else
-  from the config.
+  from the config. A frame id may be an image name ending in its number ("frame_00012.jpg"); a null track_id
+  (mmpose without tracking) means the instance's place in its frame.
 - `.csv`, long format: frame, [track_id,] joint (index or name), x, y, score [, width, height].
 - `.npy`: [frames, joints, 2 | 3] (x, y[, score]) of one person; image size from the config.
 - a video (`.mp4`, `.avi`, `.mov`, `.mkv`, `.webm`): MediaPipe detection first (see detect.py).
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +122,29 @@ def _tracks(path: Path, frames: np.ndarray, ids: np.ndarray, kp: np.ndarray, sc:
     return out
 
 
+def _frame_number(value, path: Path, where: str) -> int:
+    """A frame id as a number: an integer, or the last number in a name such as "frame_00012.jpg" (tools that
+    key frames by image file name)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    digits = re.findall(r"\d+", value) if isinstance(value, str) else []
+    if not digits:
+        raise UserError(f"{path}: {where}: frame id {value!r} is not a frame number; give frame_id / image_id as "
+                        "an integer (or a name ending in one, e.g. frame_00012.jpg)")
+    return int(digits[-1])
+
+
+def _track_id(value, default: int, path: Path, where: str) -> int:
+    """A track id; null (mmpose without tracking) is "not tracked": the instance's position in its frame."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer)) or float(value) != int(value):
+        raise UserError(f"{path}: {where}: track_id {value!r} must be an integer (or null when not tracked)")
+    return int(value)
+
+
 def read_json(path: Path, layout: str | None, size) -> Keypoints2D:
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig") or "null")
@@ -162,13 +187,16 @@ def read_json(path: Path, layout: str | None, size) -> Keypoints2D:
                 if sc.shape != (len(kp),):
                     raise UserError(f"{where}: {sc.size} keypoint_scores for {len(kp)} keypoints; give one score per "
                                     "keypoint")
-                rows.append((frame, inst.get("track_id", n), kp[:, :2], sc))
+                track = _track_id(inst.get("track_id"), n, path, f"frame {frame} instance {n}")
+                rows.append((_frame_number(frame, path, f"entry {i}"), track, kp[:, :2], sc))
         elif "keypoints" in item:
             flat = _numbers(item["keypoints"], f"{path}: entry {i}: keypoints")
             if flat.ndim != 1 or len(flat) % 3:
                 raise UserError(f"{path}: entry {i}: COCO keypoints must be a flat list [x1, y1, v1, ...]")
             kp = flat.reshape(-1, 3)
-            rows.append((item.get("image_id", item.get("frame_id", i)), item.get("track_id", 0), kp[:, :2], kp[:, 2]))
+            where = f"entry {i}"
+            rows.append((_frame_number(item.get("image_id", item.get("frame_id", i)), path, where),
+                         _track_id(item.get("track_id"), 0, path, where), kp[:, :2], kp[:, 2]))
         else:
             raise UserError(f"{path}: entry {i} has neither 'instances' nor 'keypoints'")
     if not rows:
@@ -176,8 +204,8 @@ def read_json(path: Path, layout: str | None, size) -> Keypoints2D:
     counts = {len(r[2]) for r in rows}
     stacked = np.stack([r[2] for r in rows]) if len(counts) == 1 else None
     lay = _layout(path, counts, declared, stacked)
-    frames = np.array([int(r[0]) for r in rows])
-    ids = np.array([int(r[1]) for r in rows])
+    frames = np.array([r[0] for r in rows], dtype=np.int64)
+    ids = np.array([r[1] for r in rows], dtype=np.int64)
     fps = check_fps(path, meta.get("fps") or top.get("fps"))
     tracks = _tracks(path, frames, ids, stacked, np.stack([r[3] for r in rows]))
     return Keypoints2D(path, "json", lay, image_size, tracks,
