@@ -371,3 +371,20 @@ def test_untracked_mmpose_output_and_frames_named_by_file(tmp_path):
     data = read_keypoints(_json(tmp_path / "untracked.json", frames, image_size=[1000, 1000]))
     assert [t.track_id for t in data.tracks] == [0, 1]                  # the instance's place in its frame
     assert data.tracks[0].frames.tolist() == list(range(10, 20))
+
+
+def test_csv_without_rows_for_a_never_detected_joint(tmp_path):
+    """A common export leaves out the rows of a joint the detector never found: with the layout known (declared,
+    or from joint names) that joint is masked; with bare indices the error says to declare the layout."""
+    rows = [(f, j, *COCO_TPOSE[j], 0.9) for f in range(8) for j in range(16)]          # no joint 16 (right ankle)
+    csv = tmp_path / "dropped.csv"
+    pd.DataFrame(rows, columns=["frame", "joint", "x", "y", "score"]).to_csv(csv, index=False)
+    with pytest.raises(UserError, match="joint indices reach only 15.*declare the layout"):
+        read_keypoints(csv, image_size=[1000, 1000])
+    data = read_keypoints(csv, layout="coco", image_size=[1000, 1000])
+    assert data.tracks[0].keypoints.shape == (8, 17, 2) and (data.tracks[0].scores[:, 16] == 0).all()
+    names = joint_names("coco")
+    named = tmp_path / "named.csv"
+    pd.DataFrame([(f, names[j], x, y, s) for f, j, x, y, s in rows],
+                 columns=["frame", "joint", "x", "y", "score"]).to_csv(named, index=False)
+    assert read_keypoints(named, image_size=[1000, 1000]).tracks[0].keypoints.shape == (8, 17, 2)

@@ -266,6 +266,14 @@ def read_csv(path: Path, layout: str | None, size) -> Keypoints2D:
                         f"{df['track_id'].iloc[first]}, joint {df['joint'].iloc[first]}; give each person its own "
                         "track_id and each joint one row")
     k = int(df["joint"].max()) + 1
+    if layout in N_JOINTS:   # declared or named: a joint never detected (its rows left out) is masked, not a miscount
+        if k > N_JOINTS[layout]:
+            raise UserError(f"{path}: joint index {k - 1} is beyond layout {layout}'s {N_JOINTS[layout]} joints")
+        k = N_JOINTS[layout]
+    elif k < 17:
+        raise UserError(f"{path}: joint indices reach only {k - 1}, fewer than any layout's 17 joints; if some joints "
+                        f"were never detected (their rows left out), declare the layout (\"layout\": \"coco\" in "
+                        f"{settings_path(path).name}, or --set lift.input.layout=coco) and they are masked")
     keys = df[["frame", "track_id"]].drop_duplicates().sort_values(["track_id", "frame"]).to_numpy()
     index = {tuple(kk): n for n, kk in enumerate(keys)}
     kp = np.full((len(keys), k, 2), np.nan)
