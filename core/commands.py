@@ -88,8 +88,9 @@ def cmd_validate(args) -> int:
         if not args.model:
             raise UserError("validate -i needs --model: an input is checked against what a model expects")
         task, _, _ = prepare_prediction(dom, args.model, args.input, config=cfg)  # what predict checks first
-        print(f"input OK: {args.input} passes every check `predict` makes with model {args.model} "
-              f"({dom.name}/{task.name})")
+        print(f"input OK: {args.input} passes the checks `predict` makes before it loads model {args.model} "
+              f"({dom.name}/{task.name}); items found unusable while predicting (a manifest row's missing file, "
+              "a NaN row, ...) get a status in the output, or stop it with --on-invalid error")
     return 0
 
 

@@ -181,6 +181,9 @@ def test_manifest_structure_problems(tmp_path):
     (tmp_path / "c.csv").write_text("")
     with pytest.raises(UserError, match="empty"):
         readers.plan(tmp_path / "c.csv")
+    (tmp_path / "scan.csv").write_text("x,y,z\n0.1,0.2,3.0\n")          # points saved as CSV, not a manifest
+    with pytest.raises(UserError, match=r"holds x, y, z points; save the points as \.xyz"):
+        readers.plan(tmp_path / "scan.csv")
     (tmp_path / "folder").mkdir()
     with pytest.raises(UserError, match="no point cloud files"):
         readers.plan(tmp_path / "folder")

@@ -388,3 +388,9 @@ def test_csv_without_rows_for_a_never_detected_joint(tmp_path):
     pd.DataFrame([(f, names[j], x, y, s) for f, j, x, y, s in rows],
                  columns=["frame", "joint", "x", "y", "score"]).to_csv(named, index=False)
     assert read_keypoints(named, image_size=[1000, 1000]).tracks[0].keypoints.shape == (8, 17, 2)
+
+
+def test_all_nan_keypoints_say_so(tmp_path):
+    np.save(tmp_path / "allnan.npy", np.full((10, 17, 2), np.nan))
+    with pytest.raises(UserError, match="no finite keypoint in any frame"):
+        read_keypoints(tmp_path / "allnan.npy", image_size=[1000, 1000])

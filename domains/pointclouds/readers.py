@@ -225,6 +225,10 @@ def _manifest(path: Path) -> list[FrameSpec]:
     if "cloud" not in table.columns and "path" in table.columns:
         table = table.rename(columns={"path": "cloud"})
     missing = [c for c in MANIFEST_COLUMNS if c not in table.columns]
+    if missing and {"x", "y", "z"} <= {str(c).lower() for c in table.columns}:   # a cloud saved as CSV
+        raise UserError(f"{path}: a .csv input is a manifest (cloud,camera[,image][,id] per frame), but this one "
+                        "holds x, y, z points; save the points as .xyz (space-separated, no header), .pts, .ply or "
+                        ".pcd and give that file with its camera JSON")
     if missing:
         raise UserError(f"{path}: manifest lacks column(s) {missing}; it needs cloud,camera and optionally "
                         f"image,id (found: {', '.join(table.columns)}){separator_hint(table.columns)}")

@@ -88,6 +88,8 @@ def _layout(path: Path, k_counts: set[int], declared: str | None, keypoints: np.
         raise UserError(f"{path}: mixed layouts in one file: instances have {sorted(k_counts)} keypoints; split "
                         "the file by layout (one of h36m-17, coco-17, mediapipe-33 per file)")
     k = next(iter(k_counts))
+    if keypoints is not None and keypoints.size and not np.isfinite(keypoints).any():
+        raise UserError(f"{path}: no finite keypoint in any frame (all NaN or infinite); nothing to lift")
     if declared not in (None, "auto"):
         if declared not in LAYOUTS:
             raise UserError(f"{path}: unknown layout {declared!r}; use one of {', '.join(LAYOUTS)} (or auto)")
