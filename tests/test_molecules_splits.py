@@ -173,3 +173,19 @@ def test_a_target_too_large_for_its_spread_is_refused_naming_the_row(tmp_path, r
     frame.to_csv(tmp_path / "huge.csv", index=False)
     code, _, err = _prepare(run_cli, tmp_path, tmp_path / "huge.csv")
     assert code != 0 and "column 'y' reaches 1e+300 (data row 20)" in err and "Traceback" not in err
+
+
+def test_init_names_the_encoder_settings_it_overrides(tmp_path, run_cli, caplog):
+    """The checkpoint fixes the encoder's shape; an encoder.* setting given with --init used to be dropped
+    silently (and still recorded in the run's resolved config)."""
+    from pathlib import Path
+    values = ["train"] * 24 + ["val"] * 6 + ["test"] * 10
+    code, _, err = _prepare(run_cli, tmp_path, _file(tmp_path, values), "data.split=column", "data.split_column=part")
+    assert code == 0, err
+    init = Path(__file__).resolve().parents[1] / "data" / "molecules" / "pretrained"
+    with caplog.at_level("WARNING", logger="sciformer"):
+        code, _, err = run_cli("-q", "train", "-i", tmp_path / "prep", "-o", tmp_path / "model", "--init", init,
+                               "--set", "encoder.d_model=32", "--set", "train.max_steps=1", "--set", "train.ensemble=1",
+                               "--set", "train.epochs=1", "--set", "head.forest=false")
+    assert code == 0, err
+    assert "fixes the encoder's shape: encoder.d_model=32 ignored (the checkpoint has d_model=128)" in caplog.text

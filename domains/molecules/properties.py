@@ -13,7 +13,7 @@ from rdkit import Chem
 
 from core.attention import available_attention
 from core.checkpoint import load_meta, load_weights
-from core.config import Config
+from core.config import Config, leaves, within
 from core.errors import UserError
 from core.metrics import REGRESSION_METRICS, metric_rows
 from core.readers import TableReader, separator_hint
@@ -104,6 +104,13 @@ class PropertiesTask(Task):
             same = ", ".join(n for n, b in backends.items() if b.kind == backends[trained].kind)
             raise UserError(f"encoder.attention={wanted} is {backends[wanted].kind} attention, but {init} was "
                             f"trained with {backends[trained].kind} attention; choose one of: {same}")
+        given = {k: v for k, v in leaves(cfg.to_given()).items()
+                 if within(k, ("encoder",)) and k not in ("encoder.attention", "encoder.dropout")}
+        differ = {k: v for k, v in given.items() if enc.get(k.split(".", 1)[1]) != v}
+        if differ:   # the checkpoint's weights fix the architecture: say so instead of training another silently
+            log.warning("--init %s fixes the encoder's shape: %s ignored (the checkpoint has %s); train without "
+                        "--init to use them", init, ", ".join(f"{k}={v}" for k, v in differ.items()),
+                        ", ".join(f"{k.split('.', 1)[1]}={enc.get(k.split('.', 1)[1])}" for k in differ))
         enc.update(attention=wanted, dropout=float(cfg["encoder.dropout"]))
         return SmilesTokenizer.from_dict(task["tokenizer"]), enc
 
