@@ -246,3 +246,17 @@ def test_validate_names_columns_your_file_lacks(tmp_path, run_cli):
                            f"data.path={tmp_path / 'long.csv'}", "--set", "data.format=long",
                            "--set", "data.value_column=v")
     assert code == 2 and "no column 'v' (data.value_column)" in err
+
+
+def test_predict_reads_a_renamed_time_column_from_the_command():
+    """--set data.time_column=time at predict names the new file's time column (it was called a setting that
+    shapes the model, ignored, and the file refused)."""
+    from core.domain import get_domain
+    task = get_domain("timeseries").task("forecast")
+    assert "data.time_column" in task.prediction_settings
+    assert task.reader(META).meta["time_column"] == "date"          # the training file's name by default
+    task.prediction_config = get_domain("timeseries").config(None, ["data.time_column=time"])
+    try:
+        assert task.reader(META).meta["time_column"] == "time"
+    finally:
+        task.prediction_config = None

@@ -29,6 +29,7 @@ SHORT_HISTORY_BAND = "median_forecast_error"   # lagged_error without lookback +
 
 class ForecastTask(Task):
     data_settings = ("task", "data")     # each task prepares its own files
+    prediction_settings = ("data.time_column",)   # a new file's time column may have another name
     name = "forecast"
     description = "multivariate series -> next-horizon forecasts with conformal p10/p50/p90 (iTransformer)"
     datasets = (*WHEEL, *FILE_SETS)
@@ -103,7 +104,9 @@ class ForecastTask(Task):
 
     # -- prediction ---------------------------------------------------------------------------------------
     def reader(self, metadata: Mapping[str, Any]) -> ForecastReader:
-        return ForecastReader(metadata)
+        """The new file's time column: the training file's name unless the command gives data.time_column."""
+        time_column = self.command_settings("data").get("time_column") or metadata["time_column"]
+        return ForecastReader({**metadata, "time_column": time_column})
 
     def predict(self, members, batch, out) -> Prediction:
         return Prediction(table=forecast_table(members, batch.data))
