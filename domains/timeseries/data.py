@@ -230,6 +230,16 @@ def to_series(frame: pd.DataFrame, path, time_col: str, targets: list[str], cova
     return SeriesTable(time, values, cov, list(targets), list(covariates), freq)
 
 
+def spoken(step: pd.Timedelta) -> str:
+    """A step in words ("1 hour", "30 minutes", "1 day") for messages; pandas' codes ("h", "30min") are not."""
+    seconds = int(step.total_seconds())
+    for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds and seconds % size == 0:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return str(step)
+
+
 def check_regular(time: pd.DatetimeIndex, path, freq: str | None = None) -> str:
     """The step between rows must be constant: windows assume it. Name the first gap or irregular step."""
     if freq is None and len(time) < 3:   # the step is inferred from the data
@@ -240,16 +250,15 @@ def check_regular(time: pd.DatetimeIndex, path, freq: str | None = None) -> str:
     every = pd.tseries.frequencies.to_offset(step).freqstr
     own = diffs.mode().iloc[0] if len(diffs) else step
     if freq and len(diffs) >= 10 and bad.mean() > 0.5 and own != step:   # most steps differ: another rate
-        have = pd.tseries.frequencies.to_offset(own).freqstr
-        raise UserError(f"{path}: the series steps every {have} but the model was trained on steps of {every}; "
-                        f"resample it to {every} (e.g. pandas .resample('{every}').mean()) or train a model on "
-                        "data like yours")
+        raise UserError(f"{path}: the series steps every {spoken(own)} but the model was trained on steps of "
+                        f"{spoken(step)}; resample it to {spoken(step)} (e.g. pandas .resample('{every}').mean()) or "
+                        "train a model on data like yours")
     if bad.any():
         i = int(np.argmax(bad.to_numpy())) + 1
         gap = diffs.iloc[i - 1]
         what = "missing timestamp(s)" if gap > step and gap % step == pd.Timedelta(0) else "an irregular step"
         dst = f" ({DST_NOTE})" if gap - step == pd.Timedelta(hours=1) and _dst_night(time[i - 1], step) else ""
-        raise UserError(f"{path}: {what} between {time[i - 1]} and {time[i]} (the series steps every {every}); "
+        raise UserError(f"{path}: {what} between {time[i - 1]} and {time[i]} (the series steps every {spoken(step)}); "
                         f"reindex to a regular grid and fill the gaps{dst}")
     return pd.tseries.frequencies.to_offset(step).freqstr
 
