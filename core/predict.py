@@ -72,7 +72,9 @@ def prepare_prediction(domain: Domain, run_dir: Path, input_path: Path, output_p
 
 
 # read by every predict command, whatever the model: the task to run, CPU threads, progress output
-ALWAYS_AT_PREDICT = ("task", "train.threads", "train.progress")
+# how a predict run uses the machine; a `task` the model was not trained for is named like any other setting
+# (the workflow's predict rule repeats the model's own, which is no difference)
+ALWAYS_AT_PREDICT = ("train.threads", "train.progress")
 
 
 def settings_a_model_fixes(config: Config, run: dict[str, Any], free: tuple[str, ...]) -> list[str]:

@@ -122,6 +122,11 @@ def test_predict_warns_about_settings_a_trained_model_fixes(molecules):
                        f"encoder.dropout={dropout!r} (the model's: none)"]
     assert settings_a_model_fixes(cfg, run, ("encoder",)) == []
     assert settings_a_model_fixes(cfg, {"members": ["."]}, ()) == []      # a run without a stored config
+    spectra = get_domain("spectra")                                      # another task than the model's: named
+    nir = {"resolved": {"config": spectra.config(None, ["task=nir"]).to_dict()}}
+    assert settings_a_model_fixes(spectra.config(None, ["task=lifetime"]), nir, ()) == [
+        "task='lifetime' (the model's: 'nir')"]
+    assert settings_a_model_fixes(spectra.config(None, ["task=nir"]), nir, ()) == []
 
 
 @pytest.mark.parametrize("domain, sets, fix", [
