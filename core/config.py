@@ -213,7 +213,7 @@ def _describe(err: jsonschema.ValidationError, schema_root: Mapping) -> str:
     if err.validator == "type" and "array" in str(err.schema.get("type")) and not isinstance(err.instance, list):
         # items a user ran together with x, ; or spaces ("1088x1920") become a comma-separated list
         text = str(err.instance).strip() if isinstance(err.instance, str) else ""
-        items = re.split(r"\s*(?:(?<=\d)[x×](?=\d)|[;,\s])\s*", text) if text else []
+        items = re.split(r"\s*(?:(?<=\d)\s*[x×]\s*(?=\d)|[;,\s])\s*", text) if text else []
         shown = ", ".join(i for i in items if i) if len(items) > 1 else err.instance
         hint = f"; a list is written in brackets: --set '{path}=[{shown}]'"
     return (f"{path}: {err.message}" + (f" (expected {exp})" if exp and "expected" not in err.message else "")

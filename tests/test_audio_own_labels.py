@@ -81,6 +81,8 @@ def test_folds_follow_the_files_not_the_listing(tmp_path):
     assert folds == again
     assert sorted(folds.values()).count("test") == 4 and sorted(folds.values()).count("val") == 2
     assert C.label_folds(clips, 1, 0.1, 0.2) != C.label_folds(clips, 0, 0.1, 0.2)   # the seed moves them
+    three = [c for c in clips if c.voice == "hum"][:3]       # large fractions still leave train and validation
+    assert sorted(C.label_folds(three, 0, 0.1, 0.85)) == ["test", "train", "val"]
 
 
 @pytest.mark.parametrize("case, message", [

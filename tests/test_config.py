@@ -145,5 +145,7 @@ def test_a_list_given_without_brackets_gets_a_working_hint():
     from core.domain import get_domain
     with pytest.raises(UserError, match=r"--set 'lift.input.image_size=\[1088, 1920\]'"):
         get_domain("poses").config(None, ["lift.input.image_size=1088x1920"])
+    with pytest.raises(UserError, match=r"--set 'lift.input.image_size=\[1088, 1920\]'"):
+        get_domain("poses").config(None, ["lift.input.image_size=1088 x 1920"])
     with pytest.raises(UserError, match=r"--set 'data.targets=\[maxval\]'"):      # an x inside a name stays
         get_domain("molecules").config(None, ["data.targets=maxval"])

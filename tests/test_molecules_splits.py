@@ -161,6 +161,7 @@ def test_a_molecule_in_two_parts_of_your_split_is_refused(tmp_path, run_cli):
 @pytest.mark.parametrize("content, fragment", [
     (b"smiles,y\nCCO,1\nCCN,2,3\n", "malformed table"),
     ("smiles,y\nCCO,\u00e91\n".encode("utf-16"), "not UTF-8 text"),
+    (b"", "the file is empty; it needs a header and data rows"),
 ])
 def test_unreadable_own_files_get_a_message_not_a_traceback(tmp_path, run_cli, content, fragment):
     (tmp_path / "bad.csv").write_bytes(content)

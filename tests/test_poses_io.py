@@ -394,3 +394,20 @@ def test_all_nan_keypoints_say_so(tmp_path):
     np.save(tmp_path / "allnan.npy", np.full((10, 17, 2), np.nan))
     with pytest.raises(UserError, match="no finite keypoint in any frame"):
         read_keypoints(tmp_path / "allnan.npy", image_size=[1000, 1000])
+
+
+def test_review_edge_cases_of_strides_layouts_and_ids(tmp_path):
+    """A lone gap is not a stride (frames 10 and 500 were one 980-frame motion); 17-joint indices declared as
+    MediaPipe are refused; a NaN track id gets a message."""
+    from domains.poses.lifting import frame_step
+    assert frame_step(np.array([10, 500])) == 1 and frame_step(np.array([100, 250, 1000])) == 1
+    assert frame_step(np.arange(1000, 1100, 2)) == 2 and frame_step(np.r_[0:40:3, 200:230:3]) == 3
+    rows = [(f, j, *COCO_TPOSE[j], 0.9) for f in range(4) for j in range(17)]
+    csv = tmp_path / "coco.csv"
+    pd.DataFrame(rows, columns=["frame", "joint", "x", "y", "score"]).to_csv(csv, index=False)
+    with pytest.raises(UserError, match="as a 17-joint layout's do, but layout mediapipe has 33"):
+        read_keypoints(csv, layout="mediapipe", image_size=[1000, 1000])
+    (tmp_path / "nan.json").write_text('[{"frame_id": 0, "instances": [{"keypoints": %s, "track_id": NaN}]}]'
+                                       % json.dumps(COCO_TPOSE.tolist()))
+    with pytest.raises(UserError, match="track_id nan must be an integer"):
+        read_keypoints(tmp_path / "nan.json", image_size=[1000, 1000])

@@ -260,3 +260,9 @@ def test_predict_reads_a_renamed_time_column_from_the_command():
         assert task.reader(META).meta["time_column"] == "time"
     finally:
         task.prediction_config = None
+
+
+def test_steps_in_words():
+    from domains.timeseries.data import spoken
+    assert [spoken(pd.Timedelta(x)) for x in ("1h", "15min", "1D", "7D", "1.5s")] == \
+        ["1 hour", "15 minutes", "1 day", "1 week", "0 days 00:00:01.500000"]

@@ -170,7 +170,7 @@ def _jobs(dry_run_output: str) -> set[str]:
 
 
 def test_retuning_training_reruns_train_not_prepare(workdir, tmp_path):
-    """A run whose `set:` changes only train.*/encoder.* reruns train and what follows, not prepare (every rule
+    """A run whose `set:` changes only train.* reruns train and what follows, not prepare (every rule
     got every setting, so Snakemake's params trigger re-prepared the data); a data setting still reruns it."""
     runs = {"rerun": {"task": "forecast"}}
     base = {**TEST_CONFIG, "domains": {"timeseries": {**TEST_CONFIG["domains"]["timeseries"], "runs": runs}}}
@@ -188,5 +188,5 @@ def test_retuning_training_reruns_train_not_prepare(workdir, tmp_path):
     config.write_text(yaml.safe_dump(base))
     snakemake(workdir, "-c1", f"--configfile={config}", prepared)
     assert dry_run([]) == {"train", "evaluate"}
-    assert dry_run(["train.lr=0.002", "encoder.dropout=0.2"]) == {"train", "evaluate"}
+    assert dry_run(["train.lr=0.002", "train.epochs=2"]) == {"train", "evaluate"}
     assert dry_run(["data.max_rows=1500"]) == {"prepare", "train", "evaluate"}

@@ -87,15 +87,14 @@ def run_args(wildcards):
 
 
 def prepare_args(wildcards):
-    """run_args without the sections prepare never reads (core.prepared.COMMAND_OWN: train.*, encoder.*), so
-    retuning training in a run's `set:` reruns train and what follows, not prepare (Snakemake reruns a job
-    whose params changed). The whole config is still validated when the workflow loads (run_config)."""
+    """run_args without train.* (what prepare never reads), so retuning training in a run's `set:` reruns train
+    and what follows, not prepare (Snakemake reruns a job whose params changed). encoder.* stays: domains check
+    it against data settings (molecules features.max_len, poses lift.model.hot_prune_after)."""
     from core.config import within
-    from core.prepared import COMMAND_OWN
     rs = RUNS[(wildcards.domain, wildcards.run)]
     args = ["--config", rs["config"]] if rs["config"] else []
     for item in [f"task={rs['task']}", *rs["set"]]:
-        if not within(item.split("=", 1)[0].strip(), COMMAND_OWN):
+        if not within(item.split("=", 1)[0].strip(), ("train",)):
             args += ["--set", item]
     return " ".join(shlex.quote(a) for a in args)
 

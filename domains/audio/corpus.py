@@ -120,7 +120,7 @@ def label_folds(clips: list[Prompt], seed: int, val_fraction: float, test_fracti
     folds = ["train"] * len(clips)
     for idx in by_label.values():
         order = sorted(idx, key=lambda i: hashlib.sha256(f"{seed}:{clips[i].name}".encode()).digest())
-        n_test = max(1, round(len(idx) * test_fraction))
+        n_test = min(max(1, round(len(idx) * test_fraction)), len(idx) - 2)      # leaves train and validation
         n_val = min(max(1, round(len(idx) * val_fraction)), len(idx) - n_test - 1)
         for i in order[:n_test]:
             folds[i] = "test"

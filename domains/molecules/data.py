@@ -29,11 +29,11 @@ def _read_user_table(path: Path) -> pd.DataFrame:
     if not path.exists():
         where = "" if path.is_absolute() else f" (a relative path is read from {Path.cwd()})"
         raise UserError(f"data.path {path}: file not found{where}; set data.path to your CSV/Parquet file")
-    try:
-        with decoding_errors(path, "table"):   # encoding, ragged rows, corrupt Parquet: the file and the fix
+    with decoding_errors(path, "table"):   # encoding, ragged rows, corrupt Parquet: the file and the fix
+        try:
             return pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise UserError(f"{path}: the file is empty; it needs a header and data rows") from None
+        except pd.errors.EmptyDataError:
+            raise UserError(f"{path}: the file is empty; it needs a header and data rows") from None
 
 
 def load_raw(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, str]]:
@@ -218,6 +218,7 @@ def prepare(cfg: Config, out_dir: Path) -> dict[str, str]:
         test_clean, test_rejected = chem.clean_dataset(test_table, "smiles", targets, max_tokens(cfg))
         test_clean["source_row"] += len(table)
         test_rejected["source_row"] += len(table)
+        test_rejected["duplicate_of"] += len(table)
         # the published test set stays intact; training copies of test molecules are dropped (no leak)
         leak = clean.smiles.isin(test_clean.smiles)
         rejected = pd.concat([rejected, pd.DataFrame({"source_row": clean.source_row[leak],

@@ -20,6 +20,7 @@ from domains.poses.skeleton import to_h36m
 from domains.poses.training import encode_keypoints, predict_frames
 
 log = logging.getLogger("sciformer.poses")
+MAX_STRIDE = 10   # frame-number steps up to this are a lower frame rate (a detector on every k-th frame)
 
 
 @dataclass
@@ -70,7 +71,9 @@ def frame_step(frames: np.ndarray) -> int:
     if not len(steps):
         return 1
     values, counts = np.unique(steps, return_counts=True)
-    return int(values[np.argmax(counts)])
+    step, n = int(values[np.argmax(counts)]), int(counts.max())
+    # a stride is the usual step (at least half of them, seen twice) and small; else gaps stay gaps
+    return step if n >= 2 and n * 2 >= len(steps) and step <= MAX_STRIDE else 1
 
 
 def segments(frames: np.ndarray, step: int = 1) -> list[slice]:

@@ -83,7 +83,10 @@ def _size(path: Path, *candidates) -> tuple[float, float]:
                     f"{{\"image_size\": [1920, 1080]}} to {settings_path(path).name} beside the input")
 
 
-def _layout(path: Path, k_counts: set[int], declared: str | None, keypoints: np.ndarray | None) -> str:
+def _layout(path: Path, k_counts: set[int], declared: str | None, keypoints: np.ndarray | None,
+            warn_mismatch: bool = True) -> str:
+    """The input's layout: `declared` (checked against the joint count; with `warn_mismatch`, a user's declaration
+    the keypoints contradict is named), else detected."""
     if len(k_counts) > 1:
         raise UserError(f"{path}: mixed layouts in one file: instances have {sorted(k_counts)} keypoints; split "
                         "the file by layout (one of h36m-17, coco-17, mediapipe-33 per file)")
@@ -95,7 +98,8 @@ def _layout(path: Path, k_counts: set[int], declared: str | None, keypoints: np.
             raise UserError(f"{path}: unknown layout {declared!r}; use one of {', '.join(LAYOUTS)} (or auto)")
         if N_JOINTS[declared] != k:
             raise UserError(f"{path}: layout {declared} has {N_JOINTS[declared]} joints but the input has {k}")
-        found = detect_layout(keypoints) if k == 17 and keypoints is not None and len(keypoints) else None
+        found = detect_layout(keypoints) if warn_mismatch and k == 17 and keypoints is not None and len(keypoints) \
+            else None
         if found not in (None, declared):   # the declaration wins (poses can fool the guess), but a wrong one
             log.warning("%s: declared layout %s, but the keypoints look %s-ordered (points 1-4 lie %s point 0 "
                         "relative to the body's height); if the 3D looks wrong, declare %s", path, declared, found,
@@ -142,7 +146,8 @@ def _track_id(value, default: int, path: Path, where: str) -> int:
     """A track id; null (mmpose without tracking) is "not tracked": the instance's position in its frame."""
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer)) or float(value) != int(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer)) or not np.isfinite(value) \
+            or float(value) != int(value):
         raise UserError(f"{path}: {where}: track_id {value!r} must be an integer (or null when not tracked)")
     return int(value)
 
@@ -247,7 +252,8 @@ def read_csv(path: Path, layout: str | None, size) -> Keypoints2D:
             df[col] = values.astype(int)
     k = int(df.groupby(["frame", "track_id"]).size().max())
     joint = df["joint"]
-    if not pd.api.types.is_integer_dtype(joint):
+    named = not pd.api.types.is_integer_dtype(joint)
+    if named:
         fits = [n for n in LAYOUTS if set(joint) <= set(joint_names(n))]   # coco's names are in mediapipe's too
         lay = layout if layout not in (None, "auto") else ("coco" if "coco" in fits and k <= 17 else
                                                            (fits[0] if fits else None))
@@ -271,6 +277,9 @@ def read_csv(path: Path, layout: str | None, size) -> Keypoints2D:
     if layout in N_JOINTS:   # declared or named: a joint never detected (its rows left out) is masked, not a miscount
         if k > N_JOINTS[layout]:
             raise UserError(f"{path}: joint index {k - 1} is beyond layout {layout}'s {N_JOINTS[layout]} joints")
+        if k <= 17 < N_JOINTS[layout]:
+            raise UserError(f"{path}: joint indices reach only {k - 1}, as a 17-joint layout's do, but layout {layout} "
+                            f"has {N_JOINTS[layout]}; declare the layout the file uses (coco or h36m)")
         k = N_JOINTS[layout]
     elif k < 17:
         raise UserError(f"{path}: joint indices reach only {k - 1}, fewer than any layout's 17 joints; if some joints "
@@ -283,7 +292,7 @@ def read_csv(path: Path, layout: str | None, size) -> Keypoints2D:
     rows = np.array([index[(f, t)] for f, t in zip(df["frame"], df["track_id"])])
     kp[rows, df["joint"].to_numpy()] = df[["x", "y"]].to_numpy(float)
     sc[rows, df["joint"].to_numpy()] = df["score"].to_numpy(float)
-    lay = _layout(path, {k}, layout, kp)
+    lay = _layout(path, {k}, layout, kp, warn_mismatch=named is False)   # names fix the order: nothing to doubt
     return Keypoints2D(path, "csv", lay, image_size, _tracks(path, keys[:, 0], keys[:, 1], kp, sc))
 
 

@@ -232,6 +232,8 @@ def to_series(frame: pd.DataFrame, path, time_col: str, targets: list[str], cova
 
 def spoken(step: pd.Timedelta) -> str:
     """A step in words ("1 hour", "30 minutes", "1 day") for messages; pandas' codes ("h", "30min") are not."""
+    if step.total_seconds() != int(step.total_seconds()):
+        return str(step)
     seconds = int(step.total_seconds())
     for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
         if seconds and seconds % size == 0:
