@@ -77,12 +77,14 @@ def task_of(domain, run):
     return get_domain(domain).task(RUNS[(domain, run)]["task"])
 
 
-def run_args(wildcards):
-    """--config/--set arguments of a run (the task is always explicit)."""
+def run_args(wildcards, leave_out=()):
+    """--config/--set arguments of a run (the task is always explicit), without --set items inside `leave_out`."""
+    from core.config import within
     rs = RUNS[(wildcards.domain, wildcards.run)]
     args = ["--config", rs["config"]] if rs["config"] else []
     for item in [f"task={rs['task']}", *rs["set"]]:
-        args += ["--set", item]
+        if not within(item.split("=", 1)[0].strip(), leave_out):
+            args += ["--set", item]
     return " ".join(shlex.quote(a) for a in args)
 
 
@@ -90,13 +92,7 @@ def prepare_args(wildcards):
     """run_args without train.* (what prepare never reads), so retuning training in a run's `set:` reruns train
     and what follows, not prepare (Snakemake reruns a job whose params changed). encoder.* stays: domains check
     it against data settings (molecules features.max_len, poses lift.model.hot_prune_after)."""
-    from core.config import within
-    rs = RUNS[(wildcards.domain, wildcards.run)]
-    args = ["--config", rs["config"]] if rs["config"] else []
-    for item in [f"task={rs['task']}", *rs["set"]]:
-        if not within(item.split("=", 1)[0].strip(), ("train",)):
-            args += ["--set", item]
-    return " ".join(shlex.quote(a) for a in args)
+    return run_args(wildcards, leave_out=("train",))
 
 
 @functools.cache

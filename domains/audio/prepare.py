@@ -106,10 +106,9 @@ def prepare(cfg, out_dir: Path) -> dict[str, str]:
                                                                                                 *fractions)
     else:
         folds = [C.prompt_fold(p.name, seed, *fractions) for p in prompts]
-    enh = [(f if f == "test" else "babble") if p.speaker in test_speakers else (f if f != "test" else "none")
-           for p, f in zip(prompts, folds)]
-    if own:
-        enh = ["none"] * len(prompts)     # enhancement trains on the prompts only (check_config says so)
+    enh = ["none"] * len(prompts) if own else [   # own recordings: enhancement trains on the prompts only
+        (f if f == "test" else "babble") if p.speaker in test_speakers else (f if f != "test" else "none")
+        for p, f in zip(prompts, folds)]
     manifest = pd.DataFrame({"voice": [p.voice for p in prompts], "speaker": [p.speaker for p in prompts],
                              "prompt": [p.name for p in prompts], "path": [str(p.path) for p in prompts],
                              "seconds": [len(a) / sr for a in clips], "prompt_fold": folds, "enhance_fold": enh})

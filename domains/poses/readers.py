@@ -292,7 +292,7 @@ def read_csv(path: Path, layout: str | None, size) -> Keypoints2D:
     rows = np.array([index[(f, t)] for f, t in zip(df["frame"], df["track_id"])])
     kp[rows, df["joint"].to_numpy()] = df[["x", "y"]].to_numpy(float)
     sc[rows, df["joint"].to_numpy()] = df["score"].to_numpy(float)
-    lay = _layout(path, {k}, layout, kp, warn_mismatch=named is False)   # names fix the order: nothing to doubt
+    lay = _layout(path, {k}, layout, kp, warn_mismatch=not named)   # names fix the order: nothing to doubt
     return Keypoints2D(path, "csv", lay, image_size, _tracks(path, keys[:, 0], keys[:, 1], kp, sc))
 
 

@@ -53,8 +53,8 @@ class ForecastTask(Task):
         except UserError as exc:
             return [str(exc)]
         long = cfg["data.format"] == "long"
-        keys = (("data.id_column", "data.ds_column", "data.value_column") if long
-                else ("data.time_column",)) + ("data.covariates",) + (() if long else ("data.targets",))
+        keys = (("data.id_column", "data.ds_column", "data.value_column", "data.covariates") if long
+                else ("data.time_column", "data.covariates", "data.targets"))
         wanted = {k: [str(v) for v in (cfg[k] if isinstance(cfg[k], (list, tuple)) else [cfg[k]])] for k in keys}
         missing = {k: [c for c in v if c not in columns] for k, v in wanted.items()}
         found = f"{', '.join(map(str, columns[:20]))}{separator_hint(columns)}"
